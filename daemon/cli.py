@@ -1,0 +1,266 @@
+"""The `enrichd` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import yaml
+from loguru import logger
+
+from daemon import __version__
+from daemon.config import Config, config_to_dict, load_config
+from daemon.errors import ConfigError, EnrichdError, ModelError, TranscriptError
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _validated(path: str | None) -> Config:
+    """The config plus the checks that need other modules: prompt names and the CPU split."""
+    from daemon.cpus import available_cpus, plan_workers
+    from daemon.prompts import unknown_prompt_keys
+
+    config = load_config(path)
+    unknown = unknown_prompt_keys(config.enrichment)
+    if unknown:
+        raise ConfigError(str(config.source or "<defaults>"),
+                          [f"enrichment.prompts.{k}: unknown prompt (use <fr|en>.<name>)" for k in unknown])
+    plan_workers(config.workers, available_cpus())
+    return config
+
+
+def _load(args: argparse.Namespace) -> Config:
+    from daemon.logs import setup_logging
+
+    config = _validated(args.config)
+    setup_logging(config.logging)
+    return config
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _validated(args.file or args.config)
+    print(yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True), end="")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from daemon.engine import EngineFactory, load_llama
+    from daemon.model_store import describe_model
+    from daemon.supervisor import run_daemon
+
+    return run_daemon(_load(args), EngineFactory(describe_model, load_llama))
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    from daemon.formats import parse
+    from daemon.output import build_output
+
+    config = _load(args)
+    try:
+        transcript = parse(args.file, config.queue.max_bytes)
+    except TranscriptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    output = build_output(transcript, None, None, {"daemon_version": __version__, "model": None,
+                                                   "prompt_version": None, "parameters": {}}, {}, {})
+    json.dump(output, sys.stdout, ensure_ascii=False, indent=2)
+    print()
+    return EXIT_OK
+
+
+def cmd_enrich(args: argparse.Namespace) -> int:
+    from daemon.cache import Cache, cache_path
+    from daemon.cpus import available_cpus
+    from daemon.engine import Engine, load_llama
+    from daemon.formats import parse
+    from daemon.model_store import describe_model
+    from daemon.output import render_markdown, write_atomic
+    from daemon.pipeline import EnrichContext, enrich
+
+    config = _load(args)
+    if args.no_cache:
+        config.cache.enabled = False
+    started = time.perf_counter()
+    try:
+        transcript = parse(args.file, config.queue.max_bytes)
+    except TranscriptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    parse_seconds = time.perf_counter() - started
+    info = describe_model(config)
+    loaded: list[Engine] = []
+
+    def engine() -> Engine:
+        if not loaded:
+            loaded.append(load_llama(config, info, args.threads or len(available_cpus())))
+        return loaded[0]
+
+    cache = Cache(cache_path(config)) if config.cache.enabled else None
+    context = EnrichContext(config, info, engine, cache)
+    output = enrich(transcript, context, parse_seconds, progress=lambda text: print(f"\r{text}   ", end="", file=sys.stderr))
+    print(file=sys.stderr)
+    text = json.dumps(output, ensure_ascii=False, indent=2) + "\n"
+    if args.output:
+        write_atomic(Path(args.output), text)
+        if config.output.markdown:
+            write_atomic(Path(args.output).with_suffix(".md"), render_markdown(output))
+    else:
+        sys.stdout.write(text)
+    stats = output["stats"]
+    logger.info("enriched {} in {:.1f}s: {} model calls, {} generated tokens, segments {}",
+                transcript.source_file, output["timings"]["total"], stats["model_calls"],
+                stats["tokens"]["generated"], stats.get("segments", {}))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from daemon.status import read_status
+
+    config = load_config(args.config)
+    status, alive = read_status(config.paths.state)
+    if status is None:
+        print(f"no daemon has run with state directory {config.paths.state}")
+        return EXIT_FAILED
+    if not alive:
+        print(f"no daemon is running (last status from pid {status.get('pid')}, "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(status.get('updated', 0)))}, state {status.get('state')})")
+    if args.json:
+        print(json.dumps(status, indent=2, ensure_ascii=False))
+        return EXIT_OK if alive else EXIT_FAILED
+    t = status["throughput"]
+    print(f"enrichd pid {status['pid']}: {status['state']}{' (paused)' if status.get('paused') else ''}")
+    print(f"  done {t['files_done_total']}, failed {t['files_failed_total']}, inbox {t['inbox_depth']}, "
+          f"in flight {t['in_flight']}, {t['files_per_minute']} files/min in the last {t['window_seconds']}s")
+    for w in status["workers"]:
+        doing = f"{w['file']}: {w['progress']}" if w["file"] else ""
+        print(f"  worker {w['id']} pid {w['pid']} CPUs {w['cpus']} {w['state']} {doing}".rstrip())
+    return EXIT_OK if alive else EXIT_FAILED
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from daemon.model_store import DEFAULT_MODEL, default_model_path, install_default, model_path, verify_default
+
+    config = _load(args)
+    if args.action == "path":
+        print(model_path(config))
+        return EXIT_OK
+    if args.action == "install":
+        if config.model.path is not None:
+            print(f"model.path is set ({config.model.path}); the default model is not needed", file=sys.stderr)
+            return EXIT_OK
+        print(install_default(config))
+        return EXIT_OK
+    path = Path(args.file) if args.file else model_path(config)
+    if path == default_model_path(config) or args.file:
+        verify_default(path)
+        print(f"{path}: OK ({DEFAULT_MODEL.name}, sha256 {DEFAULT_MODEL.sha256})")
+    else:
+        from daemon.model_store import model_info
+
+        info = model_info(path, config.paths.state)
+        print(f"{path}: {info.name}, sha256 {info.sha256} (not the default model: no reference hash to check)")
+    return EXIT_OK
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from daemon import cache as result_cache
+    from daemon.status import read_status
+
+    config = _load(args)
+    path = result_cache.cache_path(config)
+    if args.action == "clear":
+        if args.older_than is not None:
+            removed = result_cache.evict(path, config.cache, older_than_days=args.older_than)
+        else:
+            removed = result_cache.clear(path)
+        print(f"removed {removed} entries from {path}")
+        return EXIT_OK
+    summary = result_cache.summarize(path)
+    print(f"{path}: {summary.entries} entries, {summary.bytes / 1e6:.1f} MB")
+    for level, count in sorted(summary.by_level.items()):
+        print(f"  {level}: {count}")
+    status, alive = read_status(config.paths.state)
+    if status and alive:
+        for level, counts in status.get("cache", {}).items():
+            looked = counts["hits"] + counts["misses"]
+            rate = f"{counts['hits'] / looked:.0%}" if looked else "-"
+            print(f"  {level} hit rate since start: {rate} ({counts['hits']}/{looked})")
+    else:
+        print("  (no daemon running: no hit rates)")
+    return EXIT_OK
+
+
+def cmd_requeue(args: argparse.Namespace) -> int:
+    from daemon.queue import FileQueue, Ledger, Spool
+
+    config = _load(args)
+    if not args.all and not args.names:
+        print("name files to requeue, or --all", file=sys.stderr)
+        return EXIT_CONFIG
+    spool = Spool.from_config(config)
+    spool.prepare()
+    ledger = Ledger(spool.state / "ledger.sqlite")
+    moved = FileQueue(spool, ledger).requeue(None if args.all else args.names)
+    ledger.close()
+    for name in moved:
+        print(f"requeued {name}")
+    return EXIT_OK if moved or args.all else EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="enrichd", description="Enrich speech-to-text transcripts with a local LLM on CPU.")
+    parser.add_argument("--version", action="version", version=f"enrichd {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", "-c", help="configuration file (default: $ENRICHD_CONFIG, else built-in defaults)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("run", cmd_run, "run the daemon in the foreground: watch the inbox, enrich into the outbox")
+    p = add("enrich", cmd_enrich, "enrich one file through the whole pipeline, without the daemon")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", help="write the JSON here (default: standard output)")
+    p.add_argument("--threads", type=int, help="llama.cpp threads (default: all available CPUs)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
+    p = add("parse", cmd_parse, "print a transcript in the canonical form, without enriching it")
+    p.add_argument("file")
+    p = add("status", cmd_status, "show what the running daemon is doing")
+    p.add_argument("--json", action="store_true", help="print the raw status file")
+    p = add("check-config", cmd_check_config, "validate a configuration and print it resolved")
+    p.add_argument("file", nargs="?")
+    p = add("model", cmd_model, "install, locate or verify the model file")
+    p.add_argument("action", choices=["install", "path", "verify"])
+    p.add_argument("file", nargs="?", help="with verify: a file to check against the default model's hash")
+    p = add("cache", cmd_cache, "inspect or clear the result cache")
+    p.add_argument("action", choices=["stats", "clear"])
+    p.add_argument("--older-than", type=float, metavar="DAYS", help="with clear: only entries unused for DAYS")
+    p = add("requeue", cmd_requeue, "move failed files back to the inbox")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--all", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(f"configuration error in {exc.source}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except ModelError as exc:
+        print(f"model error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except EnrichdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130

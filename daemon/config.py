@@ -1,0 +1,303 @@
+"""Configuration: YAML into typed dataclasses, every key validated, unknown keys refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from daemon.errors import ConfigError
+
+CONFIG_ENV = "ENRICHD_CONFIG"
+PATHS_ENV_PREFIX = "ENRICHD_PATHS_"
+
+
+def _field(default: Any, minimum: float | None = None, maximum: float | None = None) -> Any:
+    """A field with bounds the validator checks; mutable defaults are copied per instance."""
+    bounds = {"min": minimum, "max": maximum}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=bounds)
+    return field(default=default, metadata=bounds)
+
+
+@dataclass
+class PathsConfig:
+    inbox: Path = Path("var/inbox")
+    processing: Path = Path("var/processing")
+    outbox: Path = Path("var/outbox")
+    failed: Path = Path("var/failed")
+    archive: Path = Path("var/archive")
+    state: Path = Path("var/state")
+
+
+@dataclass
+class QueueConfig:
+    settle_seconds: float = _field(2.0, 0)
+    rescan_seconds: float = _field(30.0, 0.1)
+    polling: bool = False
+    on_success: Literal["archive", "delete"] = "archive"
+    max_attempts: int = _field(3, 1)
+    backoff_seconds: float = _field(5.0, 0)
+    extensions: list[str] = _field([".json", ".srt", ".vtt", ".txt"])
+    ignore: list[str] = _field([])
+    max_bytes: int = _field(20_000_000, 1)
+
+
+@dataclass
+class WorkersConfig:
+    count: int | Literal["auto"] = _field("auto", 1)
+    threads: int | Literal["auto"] = _field("auto", 1)
+    job_timeout_seconds: float = _field(3600.0, 1)
+    max_jobs_per_worker: int = _field(0, 0)
+    drain_seconds: float = _field(60.0, 0)
+    heartbeat_seconds: float = _field(5.0, 0.1)
+
+
+@dataclass
+class ModelConfig:
+    path: Path | None = None
+    models_dir: Path | None = None
+    n_ctx: int = _field(4096, 256)
+    n_batch: int = _field(512, 8)
+    flash_attn: bool = True
+    use_mmap: bool = True
+
+
+@dataclass
+class CorrectionConfig:
+    enabled: bool = True
+    batch_tokens: int = _field(400, 16)
+    min_similarity: float = _field(0.6, 0, 1)
+    min_length_ratio: float = _field(0.5, 0)
+    max_length_ratio: float = _field(1.6, 1)
+    skip_confidence: float | None = _field(None, 0, 1)
+    temperature: float = _field(0.0, 0, 2)
+
+
+@dataclass
+class TaskSettings:
+    temperature: float = _field(0.3, 0, 2)
+    max_tokens: int = _field(128, 1)
+
+
+@dataclass
+class MetadataConfig:
+    enabled: bool = True
+    summary_max_words: int = _field(80, 10)
+    repeat_penalty: float = _field(1.1, 1, 2)
+    title: TaskSettings = field(default_factory=lambda: TaskSettings(0.3, 32))
+    summary: TaskSettings = field(default_factory=lambda: TaskSettings(0.3, 220))
+    satisfaction: TaskSettings = field(default_factory=lambda: TaskSettings(0.0, 64))
+    bullets: TaskSettings = field(default_factory=lambda: TaskSettings(0.3, 220))
+
+
+@dataclass
+class EnrichmentConfig:
+    language: Literal["auto", "fr", "en"] = "auto"
+    correction: CorrectionConfig = field(default_factory=CorrectionConfig)
+    metadata: MetadataConfig = field(default_factory=MetadataConfig)
+    prompts: dict[str, str] = _field({})
+
+
+@dataclass
+class CacheConfig:
+    enabled: bool = True
+    max_entries: int = _field(200_000, 1)
+    max_mb: float = _field(512.0, 1)
+    ttl_days: float | None = _field(None, 0)
+    evict_seconds: float = _field(300.0, 1)
+
+
+@dataclass
+class OutputConfig:
+    markdown: bool = False
+
+
+@dataclass
+class LoggingConfig:
+    level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = "INFO"
+    json: bool = False
+    file: Path | None = None
+    rotation: str = "50 MB"
+    retention: str = "14 days"
+    throughput_seconds: float = _field(60.0, 1)
+
+
+@dataclass
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    enrichment: EnrichmentConfig = field(default_factory=EnrichmentConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    source: Path | None = field(default=None, metadata={"internal": True})
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model.models_dir or self.paths.state / "models"
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(v) for v in typing.get_args(tp))
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        return " or ".join(_type_name(t) for t in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str, meta: dict[str, Any], problems: list[str]) -> Any:
+    """Coerce one YAML value to the declared type, or record why it cannot be."""
+    origin = typing.get_origin(tp)
+    if isinstance(tp, types.UnionType) or origin is typing.Union:
+        for option in typing.get_args(tp):
+            attempt: list[str] = []
+            result = _convert(value, option, key, meta, attempt)
+            if not attempt:
+                return result
+        problems.append(f"{key}: got {value!r}, expected {_type_name(tp)}")
+        return None
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        problems.append(f"{key}: got {value!r}, expected {_type_name(tp)}")
+        return None
+    if tp is type(None):
+        if value is None:
+            return None
+        problems.append(f"{key}: expected null")
+        return None
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            problems.append(f"{key}: expected a mapping, got {value!r}")
+            return tp()
+        return _build(tp, value, key, problems)
+    if origin is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            problems.append(f"{key}: expected a list of strings, got {value!r}")
+            return []
+        return list(value)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            problems.append(f"{key}: expected a mapping of strings, got {value!r}")
+            return {}
+        return dict(value)
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            problems.append(f"{key}: expected a path, got {value!r}")
+            return None
+        return Path(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        problems.append(f"{key}: expected true or false, got {value!r}")
+        return None
+    if tp in (int, float):
+        ok = isinstance(value, int) and not isinstance(value, bool) or (tp is float and isinstance(value, float))
+        if not ok:
+            problems.append(f"{key}: got {value!r}, expected {_type_name(tp)}")
+            return None
+        low, high = meta.get("min"), meta.get("max")
+        if low is not None and value < low or high is not None and value > high:
+            allowed = f">= {low}" if high is None else f"between {low} and {high}"
+            problems.append(f"{key}: got {value!r}, expected a number {allowed}")
+        return tp(value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        problems.append(f"{key}: expected a string, got {value!r}")
+        return None
+    raise TypeError(f"unsupported config type {tp!r} for {key}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for unknown in sorted(set(data) - set(fields)):
+        problems.append(f"{prefix}{'.' if prefix else ''}{unknown}: unknown key (allowed: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        if name in data:
+            key = f"{prefix}.{name}" if prefix else name
+            values[name] = _convert(data[name], hints[name], key, dict(f.metadata), problems)
+    return cls(**values)
+
+
+def _resolve(path: Path | None, base: Path) -> Path | None:
+    return None if path is None else (path if path.is_absolute() else base / path)
+
+
+def parse_config(data: Any, source: str = "<config>", base: Path | None = None) -> Config:
+    """Validate a loaded YAML document. `base` anchors relative paths (the config file's folder)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"top level: expected a mapping, got {type(data).__name__}"])
+    data = dict(data)
+    if data.get("workers") == "auto":
+        data["workers"] = {"count": "auto", "threads": "auto"}
+    problems: list[str] = []
+    config: Config = _build(Config, data, "", problems)
+    if problems:
+        raise ConfigError(source, problems)
+    for name in (f.name for f in dataclasses.fields(PathsConfig)):
+        override = os.environ.get(PATHS_ENV_PREFIX + name.upper())
+        if override:
+            setattr(config.paths, name, Path(override))
+    base = base or Path.cwd()
+    for name in (f.name for f in dataclasses.fields(PathsConfig)):
+        setattr(config.paths, name, _resolve(getattr(config.paths, name), base))
+    config.model.path = _resolve(config.model.path, base)
+    config.model.models_dir = _resolve(config.model.models_dir, base)
+    config.logging.file = _resolve(config.logging.file, base)
+    return config
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
+    chosen = explicit or os.environ.get(CONFIG_ENV)
+    return Path(chosen) if chosen else None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the config named on the command line, else $ENRICHD_CONFIG, else built-in defaults."""
+    chosen = config_path(path)
+    if chosen is None:
+        return parse_config({}, "<defaults>")
+    try:
+        text = chosen.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(chosen), [f"cannot read: {exc.strerror}"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(chosen), [f"invalid YAML: {exc}"]) from exc
+    config = parse_config(data, str(chosen), chosen.resolve().parent)
+    config.source = chosen
+    return config
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Plain data for printing and for shipping to spawned workers."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(config)

@@ -1,0 +1,201 @@
+"""Correction of recognition errors: batched numbered lines, mapped back by number, guarded per segment.
+
+Small models hallucinate, so a correction is kept only when it stays close to what was said; a
+batch whose answer does not map one line to one segment is split in halves, down to single lines.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+from daemon.cache import Cache
+from daemon.config import CorrectionConfig
+from daemon.engine import Engine
+from daemon.prompts import Prompts
+from daemon.transcript import Segment
+
+CORRECTED, UNCHANGED, REJECTED, SKIPPED, EMPTY = "corrected", "unchanged", "rejected", "skipped", "empty"
+NUMBERED_LINE = re.compile(r"^\s*\[(\d+)\]\s?(.*)$")
+WORD = re.compile(r"[\w'’-]+")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class SegmentCorrection:
+    text: str
+    status: str
+    reason: str | None = None
+
+
+@dataclass
+class CorrectionStats:
+    model_calls: int = 0
+    batches: int = 0
+    batch_splits: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
+    rejections: list[dict[str, object]] = field(default_factory=list)
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in WORD.findall(text)]
+
+
+def _repeats(words: list[str]) -> Counter[tuple[str, ...]]:
+    """Phrases of 2 to 4 words that occur more than twice."""
+    found: Counter[tuple[str, ...]] = Counter()
+    for n in (2, 3, 4):
+        grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+        found.update({g: c for g, c in grams.items() if c > 2})
+    return found
+
+
+def check_correction(original: str, candidate: str, config: CorrectionConfig) -> SegmentCorrection:
+    """Keep the candidate only if it is a plausible correction of the original, else say why not."""
+    candidate = " ".join(candidate.split())
+    if not candidate:
+        return SegmentCorrection(original, REJECTED, "empty answer")
+    if candidate == original.strip():
+        return SegmentCorrection(original, UNCHANGED)
+    ratio = len(candidate) / max(1, len(original.strip()))
+    if not config.min_length_ratio <= ratio <= config.max_length_ratio:
+        return SegmentCorrection(original, REJECTED, f"length ratio {ratio:.2f}")
+    similarity = difflib.SequenceMatcher(None, original.strip().lower(), candidate.lower()).ratio()
+    if similarity < config.min_similarity:
+        return SegmentCorrection(original, REJECTED, f"similarity {similarity:.2f}")
+    before, after = _words(original), _words(candidate)
+    if set(_repeats(after)) - set(_repeats(before)):
+        return SegmentCorrection(original, REJECTED, "repeated phrase")
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, before, after, autojunk=False).get_opcodes():
+        if op == "insert":
+            return SegmentCorrection(original, REJECTED, f"added words: {' '.join(after[j1:j2])}")
+        if op == "delete":
+            return SegmentCorrection(original, REJECTED, f"removed words: {' '.join(before[i1:i2])}")
+    return SegmentCorrection(candidate, CORRECTED)
+
+
+def parse_numbered_answer(answer: str) -> dict[int, str] | None:
+    """`[n] text` lines -> {n: text}; None when a number repeats (merged or duplicated lines)."""
+    lines: dict[int, str] = {}
+    last: int | None = None
+    for raw in answer.strip().split("\n"):
+        match = NUMBERED_LINE.match(raw)
+        if match:
+            number = int(match.group(1))
+            if number in lines:
+                return None
+            lines[number] = match.group(2).strip()
+            last = number
+        elif raw.strip() and last is not None:
+            return None
+    return lines
+
+
+def _batch_prompt(texts: list[str]) -> str:
+    return "\n".join(f"[{i}] {text}" for i, text in enumerate(texts, start=1))
+
+
+@dataclass
+class Corrector:
+    engine: Engine
+    config: CorrectionConfig
+    prompts: Prompts
+    cache: Cache | None = None
+    cache_scope: str = ""
+    progress: Progress | None = None
+    stats: CorrectionStats = field(default_factory=CorrectionStats)
+
+    def _ask(self, texts: list[str]) -> dict[int, str] | None:
+        tokens = sum(self.engine.count_tokens(t) for t in texts)
+        completion = self.engine.chat(
+            self.prompts.correction_system, _batch_prompt(texts),
+            max_tokens=int(tokens * 1.6) + 8 * len(texts) + 16,
+            temperature=self.config.temperature,
+        )
+        self.stats.model_calls += 1
+        if len(texts) == 1 and not NUMBERED_LINE.match(completion.text.strip().split("\n")[0] or ""):
+            return {1: completion.text.strip().split("\n")[0]}
+        return parse_numbered_answer(completion.text)
+
+    def _correct_batch(self, texts: list[str]) -> list[SegmentCorrection]:
+        self.stats.batches += 1
+        answer = self._ask(texts)
+        if answer is not None and set(answer) == set(range(1, len(texts) + 1)):
+            return [check_correction(t, answer[i], self.config) for i, t in enumerate(texts, start=1)]
+        if len(texts) == 1:
+            return [SegmentCorrection(texts[0], REJECTED, "unparseable answer")]
+        self.stats.batch_splits += 1
+        half = len(texts) // 2
+        return self._correct_batch(texts[:half]) + self._correct_batch(texts[half:])
+
+    def _batches(self, indices: list[int], texts: list[str]) -> list[list[int]]:
+        """Consecutive segments up to the token budget; a long segment travels alone."""
+        batches: list[list[int]] = []
+        current: list[int] = []
+        used = 0
+        for i in indices:
+            cost = self.engine.count_tokens(texts[i]) + 4
+            if current and used + cost > self.config.batch_tokens:
+                batches.append(current)
+                current, used = [], 0
+            current.append(i)
+            used += cost
+        if current:
+            batches.append(current)
+        return batches
+
+    def correct(self, segments: list[Segment], language: str) -> list[SegmentCorrection]:
+        results: dict[int, SegmentCorrection] = {}
+        pending: list[int] = []
+        texts = [s.text for s in segments]
+        threshold = self.config.skip_confidence
+        for i, segment in enumerate(segments):
+            if not segment.text.strip():
+                results[i] = SegmentCorrection(segment.text, EMPTY)
+            elif not self.config.enabled:
+                results[i] = SegmentCorrection(segment.text, SKIPPED, "correction disabled")
+            elif threshold is not None and segment.confidence is not None and segment.confidence >= threshold:
+                results[i] = SegmentCorrection(segment.text, SKIPPED, f"ASR confidence {segment.confidence:.2f}")
+            else:
+                cached = self._cached(language, segment.text)
+                if cached is not None:
+                    results[i] = cached
+                else:
+                    pending.append(i)
+        total = len(segments)
+        self._report(len(results), total)
+        for batch in self._batches(pending, texts):
+            for i, outcome in zip(batch, self._correct_batch([texts[i] for i in batch])):
+                results[i] = outcome
+                self._store(language, texts[i], outcome)
+            self._report(len(results), total)
+        ordered = [results[i] for i in range(total)]
+        for i, outcome in enumerate(ordered):
+            self.stats.counts[outcome.status] += 1
+            if outcome.status == REJECTED:
+                self.stats.rejections.append({"index": i, "reason": outcome.reason})
+        return ordered
+
+    def _report(self, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(done, total)
+
+    def _key(self, language: str, text: str) -> list[str]:
+        return [self.cache_scope, language, text]
+
+    def _cached(self, language: str, text: str) -> SegmentCorrection | None:
+        if self.cache is None:
+            return None
+        value = self.cache.get("segment", self._key(language, text))
+        if value is None:
+            return None
+        return SegmentCorrection(value["text"], value["status"], value.get("reason"))
+
+    def _store(self, language: str, text: str, outcome: SegmentCorrection) -> None:
+        if self.cache is not None:
+            self.cache.put("segment", self._key(language, text),
+                           {"text": outcome.text, "status": outcome.status, "reason": outcome.reason})

@@ -1,0 +1,108 @@
+"""parse(path) -> Transcript for every supported speech-to-text format.
+
+The format is detected from the content first and the extension second, so a Whisper JSON saved
+as `.txt` still parses, and a broken `.srt` gets an SRT error with its line number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from daemon.errors import TranscriptError
+from daemon.formats import aws, rev, srt, text, vtt, whisper, whisper_cpp
+from daemon.formats.common import ParsedSegments
+from daemon.formats.decoding import decode_text
+from daemon.transcript import Segment, Transcript
+
+DEFAULT_MAX_BYTES = 20_000_000
+
+JsonReader = Callable[[Any, str], ParsedSegments]
+TextReader = Callable[[str, str], ParsedSegments]
+
+# Order matters: the first shape that matches wins.
+JSON_FORMATS: list[tuple[str, Callable[[Any], bool], JsonReader]] = [
+    (rev.FORMAT, rev.matches, rev.read),
+    (aws.FORMAT, aws.matches, aws.read),
+    (whisper_cpp.FORMAT, whisper_cpp.matches, whisper_cpp.read),
+    (whisper.WHISPERX, whisper.matches_whisperx, whisper.read),
+    (whisper.WHISPER, whisper.matches, whisper.read),
+]
+TEXT_FORMATS: dict[str, TextReader] = {srt.FORMAT: srt.read, vtt.FORMAT: vtt.read, text.FORMAT: text.read}
+EXTENSION_FORMATS = {".srt": srt.FORMAT, ".vtt": vtt.FORMAT, ".txt": text.FORMAT}
+SRT_TIMING = re.compile(r"^\s*(\d+:)?\d{1,2}:\d{2}[,.]\d{1,3}\s*-->", re.MULTILINE)
+
+
+def _detect_text_format(body: str, extension: str) -> str:
+    if body.lstrip("\ufeff").startswith("WEBVTT"):
+        return vtt.FORMAT
+    if SRT_TIMING.search(body):
+        return vtt.FORMAT if extension == ".vtt" else srt.FORMAT
+    return EXTENSION_FORMATS.get(extension, text.FORMAT)
+
+
+def _parse_json(body: str, name: str) -> tuple[str, ParsedSegments]:
+    try:
+        doc = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise TranscriptError(name, "json", f"invalid JSON: {exc.msg}", line=exc.lineno) from exc
+    for fmt, matches, reader in JSON_FORMATS:
+        if matches(doc):
+            return fmt, reader(doc, name)
+    keys = ", ".join(sorted(doc)[:8]) if isinstance(doc, dict) else type(doc).__name__
+    raise TranscriptError(
+        name, "json", f"unknown JSON shape (top-level: {keys}); expected Whisper, WhisperX, "
+        "whisper.cpp, Rev or AWS Transcribe output"
+    )
+
+
+def _ms(seconds: float | None) -> float | None:
+    """Times to the millisecond: tools write float noise like 1.1500000000000004."""
+    return None if seconds is None else round(seconds, 3)
+
+
+def parse_bytes(data: bytes, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Transcript:
+    if len(data) > max_bytes:
+        raise TranscriptError(name, None, f"file is {len(data):,} bytes, over the {max_bytes:,}-byte limit")
+    if not data:
+        raise TranscriptError(name, None, "empty file")
+    extension = Path(name).suffix.lower()
+    body = decode_text(data, name)
+    if not body.strip():
+        raise TranscriptError(name, None, "file holds only whitespace")
+    if body.lstrip()[:1] in ("{", "[") or extension == ".json":
+        fmt, parsed = _parse_json(body, name)
+    else:
+        fmt = _detect_text_format(body, extension)
+        parsed = TEXT_FORMATS[fmt](body, name)
+    segments = [
+        Segment(index=i, text=s.text, start=_ms(s.start), end=_ms(s.end), speaker=s.speaker, confidence=s.confidence)
+        for i, s in enumerate(parsed.segments)
+    ]
+    if not any(s.text.strip() for s in segments):
+        raise TranscriptError(name, fmt, "no non-empty segment: nothing to enrich")
+    return Transcript(
+        id=Path(name).stem,
+        source_file=name,
+        format=fmt,
+        sha256=hashlib.sha256(data).hexdigest(),
+        bytes=len(data),
+        segments=segments,
+        language=parsed.language,
+    )
+
+
+def parse(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Transcript:
+    """Read one transcript file. Never modifies it; raises TranscriptError naming file and problem."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise TranscriptError(path.name, None, f"file is {size:,} bytes, over the {max_bytes:,}-byte limit")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TranscriptError(path.name, None, f"cannot read: {exc.strerror}") from exc
+    return parse_bytes(data, path.name, max_bytes)

@@ -1,0 +1,16 @@
+"""Plain text: one turn a line, optional `Speaker: text` prefix."""
+
+from __future__ import annotations
+
+from daemon.formats.common import ParsedSegments, RawSegment, split_speaker
+
+FORMAT = "text"
+
+
+def read(body: str, file: str) -> ParsedSegments:
+    segments = []
+    for line in body.split("\n"):
+        if line.strip():
+            speaker, text = split_speaker(line)
+            segments.append(RawSegment(text=text, speaker=speaker))
+    return ParsedSegments(segments)

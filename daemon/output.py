@@ -1,0 +1,128 @@
+"""The enriched JSON (schema version 1), its optional Markdown rendering, and crash-safe writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import OutputError
+from daemon.schema import schema_errors
+from daemon.transcript import Transcript
+
+SCHEMA_VERSION = 1
+OUTPUT_SUFFIX = ".enriched.json"
+MARKDOWN_SUFFIX = ".enriched.md"
+
+
+@dataclass
+class SegmentOutcome:
+    text: str
+    status: str
+
+
+def build_output(
+    transcript: Transcript,
+    outcomes: list[SegmentOutcome] | None,
+    metadata: dict[str, Any] | None,
+    provenance: dict[str, Any],
+    timings: dict[str, float],
+    stats: dict[str, Any],
+) -> dict[str, Any]:
+    """Stable key order; `outcomes` None means not corrected (every segment `skipped`)."""
+    segments = []
+    for i, segment in enumerate(transcript.segments):
+        outcome = outcomes[i] if outcomes else SegmentOutcome(segment.text, "skipped" if segment.text.strip() else "empty")
+        entry: dict[str, Any] = {
+            "index": segment.index, "start": segment.start, "end": segment.end, "speaker": segment.speaker,
+            "text": outcome.text, "original_text": segment.text, "correction": outcome.status,
+        }
+        if segment.confidence is not None:
+            entry["confidence"] = round(segment.confidence, 4)
+        segments.append(entry)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "id": transcript.id,
+        "source": {"file": transcript.source_file, "format": transcript.format,
+                   "sha256": transcript.sha256, "bytes": transcript.bytes},
+        "language": transcript.language,
+        "segments": segments,
+        "metadata": None if metadata is None else {
+            "title": metadata.get("title"),
+            "summary": metadata.get("summary"),
+            "satisfaction": metadata.get("satisfaction"),
+            "bullet_points": metadata.get("bullets"),
+        },
+        "provenance": provenance,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "stats": stats,
+    }
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes:02d}:{rest:02d}"
+
+
+def render_markdown(output: dict[str, Any]) -> str:
+    meta = output.get("metadata") or {}
+    lines = [f"# {meta.get('title') or output['id']}", ""]
+    satisfaction = meta.get("satisfaction")
+    if satisfaction:
+        lines += [f"**Satisfaction:** {satisfaction['score']}/5 — {satisfaction['justification']}", ""]
+    if meta.get("bullet_points"):
+        lines += [f"- {b}" for b in meta["bullet_points"]] + [""]
+    if meta.get("summary"):
+        lines += [meta["summary"], ""]
+    lines += ["## Dialogue", ""]
+    for segment in output["segments"]:
+        if segment["text"].strip():
+            who = f"**{segment['speaker']}** " if segment["speaker"] else ""
+            lines.append(f"[{_clock(segment['start'])}] {who}{segment['text']}  ")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def output_names(input_name: str) -> tuple[str, str]:
+    """Deterministic, so a re-run after a crash overwrites instead of adding a second output."""
+    stem = Path(input_name).stem
+    return stem + OUTPUT_SUFFIX, stem + MARKDOWN_SUFFIX
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `.name.tmp`, fsync, rename over the final name, fsync the folder; never a partial file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path.name}: cannot write to {path.parent}: {exc.strerror or exc}") from exc
+
+
+def write_outputs(outbox: Path, input_name: str, output: dict[str, Any], markdown: bool) -> list[Path]:
+    errors = schema_errors(output)
+    if errors:
+        raise OutputError(f"{input_name}: output does not match the schema: {'; '.join(errors[:5])}")
+    json_name, md_name = output_names(input_name)
+    written = [outbox / json_name]
+    if markdown:
+        write_atomic(outbox / md_name, render_markdown(output))
+        written.append(outbox / md_name)
+    write_atomic(outbox / json_name, json.dumps(output, ensure_ascii=False, indent=2) + "\n")
+    return written

@@ -1,0 +1,147 @@
+"""One transcript through the whole enrichment: correct, then metadata, then the output document.
+
+Data flows one way: Transcript -> corrections -> metadata -> output dict. The caller owns the
+engine (loaded once per worker) and the cache connection; the engine is only asked for when a
+model call is really needed, so a whole-file cache hit loads nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from daemon import __version__
+from daemon.cache import Cache, cache_counts
+from daemon.config import Config
+from daemon.correction import Corrector
+from daemon.engine import Engine, EngineStats
+from daemon.model_store import ModelInfo
+from daemon.language import detect_language
+from daemon.metadata import MetadataWriter
+from daemon.output import SegmentOutcome, build_output
+from daemon.prompts import prompt_set, prompt_version
+from daemon.transcript import Transcript
+
+ProgressReport = Callable[[str], None]
+
+
+@dataclass
+class EnrichContext:
+    """What stays the same across the transcripts one worker enriches."""
+
+    config: Config
+    model: ModelInfo
+    engine: Callable[[], Engine]
+    cache: Cache | None = None
+
+    @property
+    def prompt_version(self) -> str:
+        return prompt_version(self.config.enrichment)
+
+    def parameters(self) -> dict[str, Any]:
+        model = self.config.model
+        enrichment = self.config.enrichment
+        return {
+            "n_ctx": model.n_ctx, "n_batch": model.n_batch, "flash_attn": model.flash_attn,
+            "correction": asdict(enrichment.correction), "metadata": asdict(enrichment.metadata),
+        }
+
+    def scope(self) -> str:
+        """What every cache key starts with: results depend on the model and on the prompts."""
+        return f"{self.model.sha256}:{self.prompt_version}"
+
+
+def _provenance(context: EnrichContext) -> dict[str, Any]:
+    return {
+        "daemon_version": __version__,
+        "model": asdict(context.model),
+        "prompt_version": context.prompt_version,
+        "parameters": context.parameters(),
+    }
+
+
+def _cache_stats(cache: Cache | None, before: tuple[Counter[str], Counter[str]]) -> dict[str, Any]:
+    if cache is None:
+        return {}
+    return {"cache_hits_misses": cache_counts(cache.hits - before[0], cache.misses - before[1])}
+
+
+def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float = 0.0,
+           progress: ProgressReport | None = None) -> dict[str, Any]:
+    started = time.perf_counter()
+    cache = context.cache
+    before = (Counter(cache.hits), Counter(cache.misses)) if cache else (Counter(), Counter())
+    file_key = [context.scope(), transcript.sha256]
+    if cache is not None:
+        cached = cache.get("file", file_key)
+        if cached is not None:
+            output = copy.deepcopy(cached)
+            output["id"], output["source"]["file"] = transcript.id, transcript.source_file
+            output["timings"] = {"parse": round(parse_seconds, 3), "total": round(time.perf_counter() - started + parse_seconds, 3)}
+            output["stats"] = {"cache": "file", "model_calls": 0,
+                               "tokens": {"prompt": 0, "evaluated": 0, "generated": 0}, **_cache_stats(cache, before)}
+            return output
+
+    enrichment = context.config.enrichment
+    language = detect_language(" ".join(s.text for s in transcript.segments[:200]),
+                               transcript.language if enrichment.language == "auto" else enrichment.language)
+    transcript.language = language
+    prompts = prompt_set(enrichment, language)
+    engine = context.engine()
+    engine_before = EngineStats(**asdict(engine.stats))
+
+    def report(message: str) -> None:
+        if progress:
+            progress(message)
+
+    corrector = Corrector(engine, enrichment.correction, prompts, cache, context.scope(),
+                          progress=lambda done, total: report(f"{done}/{total} segments"))
+    t0 = time.perf_counter()
+    corrections = corrector.correct(transcript.segments, language)
+    t_correct = time.perf_counter() - t0
+
+    texts = [c.text for c in corrections]
+    dialogue = transcript.dialogue(texts)
+    t0 = time.perf_counter()
+    metadata_key = [context.scope(), language, dialogue]
+    metadata = cache.get("metadata", metadata_key) if cache is not None else None
+    meta_stats: dict[str, Any] = {"cached": metadata is not None}
+    if metadata is None:
+        writer = MetadataWriter(engine, enrichment.metadata, prompts, progress=lambda task, _: report(f"metadata {task}"))
+        result = writer.write(dialogue)
+        metadata = {"values": result.values, "null_reasons": result.null_reasons}
+        meta_stats.update(retries=result.retries, chunks=result.chunks)
+        if cache is not None and enrichment.metadata.enabled:
+            cache.put("metadata", metadata_key, metadata)
+    meta_stats["null_reasons"] = metadata["null_reasons"]
+    t_meta = time.perf_counter() - t0
+
+    used = engine.stats
+    stats = {
+        "cache": "miss" if cache is not None else "disabled",
+        "model_calls": used.calls - engine_before.calls,
+        "tokens": {
+            "prompt": used.prompt_tokens - engine_before.prompt_tokens,
+            "evaluated": used.evaluated_tokens - engine_before.evaluated_tokens,
+            "generated": used.generated_tokens - engine_before.generated_tokens,
+        },
+        "segments": {k: corrector.stats.counts.get(k, 0) for k in ("corrected", "unchanged", "rejected", "skipped", "empty")},
+        "rejections": corrector.stats.rejections,
+        "correction": {"batches": corrector.stats.batches, "batch_splits": corrector.stats.batch_splits},
+        "metadata": meta_stats,
+        **_cache_stats(cache, before),
+    }
+    timings = {"parse": parse_seconds, "correction": t_correct, "metadata": t_meta,
+               "total": time.perf_counter() - started + parse_seconds}
+    output = build_output(
+        transcript,
+        [SegmentOutcome(c.text, c.status) for c in corrections],
+        metadata["values"] if enrichment.metadata.enabled else None,
+        _provenance(context), timings, stats,
+    )
+    if cache is not None:
+        cache.put("file", file_key, output)
+    return output
