@@ -113,8 +113,9 @@ class Corrector:
         tokens = sum(self.engine.count_tokens(t) for t in texts)
         completion = self.engine.chat(
             self.prompts.correction_system, _batch_prompt(texts),
-            max_tokens=int(tokens * 1.6) + 8 * len(texts) + 16,
+            max_tokens=int(tokens * self.config.max_length_ratio) + 6 * len(texts) + 8,
             temperature=self.config.temperature,
+            stop=["\n"] if len(texts) == 1 else [f"[{len(texts) + 1}]", "\n\n"],
         )
         self.stats.model_calls += 1
         if len(texts) == 1 and not NUMBERED_LINE.match(completion.text.strip().split("\n")[0] or ""):

