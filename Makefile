@@ -11,7 +11,7 @@ WHEELHOUSE ?= $(HOME)/.cache/enrichd/wheels/$(shell echo "$(LLAMA_VERSION) $(LLA
 PIP := $(VENV)/bin/python -m pip
 ENRICHD := $(VENV)/bin/enrichd
 
-.PHONY: run test test-quality bench clean
+.PHONY: run test test-fast clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required")'
@@ -41,9 +41,8 @@ test: $(VENV)/.test
 	$(ENRICHD) model install --config $(CONFIG)
 	$(VENV)/bin/pytest
 
-test-quality: $(VENV)/.test
-	$(ENRICHD) model install --config $(CONFIG)
-	$(VENV)/bin/pytest -m quality
+test-fast: $(VENV)/.test
+	$(VENV)/bin/pytest -m "not quality"
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -142,7 +142,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from daemon.model_store import DEFAULT_MODEL, default_model_path, install_default, model_path, verify_default
+    from daemon.model_store import (
+        DEFAULT_MODEL,
+        default_model_path,
+        install_default,
+        model_path,
+        verify_default,
+    )
 
     config = _load(args)
     if args.action == "path":
@@ -211,6 +217,38 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     return EXIT_OK if moved or args.all else EXIT_FAILED
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from daemon.bench import run_bench
+    from daemon.model_store import model_path
+
+    config = _load(args)
+    model = Path(args.model) if args.model else model_path(config)
+    report = run_bench(config, Path(args.corpus), model, args.limit, args.modes.split(","),
+                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    print(text, end="")
+    return EXIT_OK
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from daemon.bench import run_tune
+    from daemon.cpus import write_tuned
+    from daemon.model_store import model_path
+
+    config = _load(args)
+    model = Path(args.model) if args.model else model_path(config)
+    rows = run_tune(config, Path(args.corpus), model, args.limit,
+                    progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"{'workers':>7} {'threads':>7} {'n_batch':>7} {'transcripts/hour':>16} {'wall s':>8}")
+    for row in rows:
+        print(f"{row['workers']:>7} {row['threads']:>7} {row['n_batch']:>7} {row['transcripts_per_hour']:>16} {row['wall_seconds']:>8}")
+    if args.write:
+        print(f"best written to {write_tuned(config.paths.state, rows[0])}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enrichd", description="Enrich speech-to-text transcripts with a local LLM on CPU.")
     parser.add_argument("--version", action="version", version=f"enrichd {__version__}")
@@ -241,6 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("cache", cmd_cache, "inspect or clear the result cache")
     p.add_argument("action", choices=["stats", "clear"])
     p.add_argument("--older-than", type=float, metavar="DAYS", help="with clear: only entries unused for DAYS")
+    p = add("bench", cmd_bench, "measure the old way, the daemon and llama.cpp's limits on one corpus")
+    p.add_argument("--corpus", required=True, help="folder of transcripts")
+    p.add_argument("--model", help="GGUF to use (default: the configured model)")
+    p.add_argument("--limit", type=int, help="only the first N files (sorted by name)")
+    p.add_argument("--out", help="write the JSON report here too")
+    p.add_argument("--modes", default="baseline,baseline-allcores,enrichd,limit",
+                   help="comma-separated subset of baseline, baseline-allcores, enrichd (with enrichd-warm), limit")
+    p = add("tune", cmd_tune, "measure every worker x thread split and n_batch on a short sample")
+    p.add_argument("--corpus", required=True, help="folder of transcripts")
+    p.add_argument("--model", help="GGUF to use (default: the configured model)")
+    p.add_argument("--limit", type=int, default=2, help="how many files the sample holds (default 2)")
+    p.add_argument("--write", action="store_true", help="store the best split in <state>/tuned.yaml for workers: auto")
     p = add("requeue", cmd_requeue, "move failed files back to the inbox")
     p.add_argument("names", nargs="*")
     p.add_argument("--all", action="store_true")

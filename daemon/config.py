@@ -67,6 +67,7 @@ class ModelConfig:
     n_batch: int = _field(512, 8)
     flash_attn: bool = True
     use_mmap: bool = True
+    lookup_tokens: int = _field(24, 0, 64)
 
 
 @dataclass

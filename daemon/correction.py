@@ -116,6 +116,7 @@ class Corrector:
             max_tokens=int(tokens * self.config.max_length_ratio) + 6 * len(texts) + 8,
             temperature=self.config.temperature,
             stop=["\n"] if len(texts) == 1 else [f"[{len(texts) + 1}]", "\n\n"],
+            copies_prompt=True,
         )
         self.stats.model_calls += 1
         if len(texts) == 1 and not NUMBERED_LINE.match(completion.text.strip().split("\n")[0] or ""):

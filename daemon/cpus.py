@@ -11,9 +11,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from daemon.config import WorkersConfig
 from daemon.errors import ConfigError
 
+TUNED_FILE = "tuned.yaml"
 CGROUP_V2_MAX = Path("/sys/fs/cgroup/cpu.max")
 CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
 CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
@@ -55,6 +58,22 @@ class WorkerPlan:
 def possible_plans(n_cpus: int) -> list[WorkerPlan]:
     """Every split that uses all CPUs without oversubscribing: 1 x n, 2 x n/2, ..., n x 1."""
     return [WorkerPlan(n_cpus // t, t) for t in range(n_cpus, 0, -1) if n_cpus % t == 0]
+
+
+def read_tuned(state_dir: Path) -> tuple[WorkerPlan, int] | None:
+    """The split and n_batch `enrichd tune --write` measured best on this machine, if any."""
+    try:
+        data = yaml.safe_load((state_dir / TUNED_FILE).read_text())
+        return WorkerPlan(int(data["workers"]), int(data["threads"])), int(data["n_batch"])
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return None
+
+
+def write_tuned(state_dir: Path, best: dict[str, object]) -> Path:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / TUNED_FILE
+    path.write_text("# written by `enrichd tune --write`; used when workers: auto\n" + yaml.safe_dump(best, sort_keys=False))
+    return path
 
 
 def plan_workers(config: WorkersConfig, cpus: list[int], tuned: WorkerPlan | None = None) -> WorkerPlan:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
+
+import numpy as np
 
 from daemon.config import Config, ModelConfig
 from daemon.errors import EngineError, ModelError
@@ -24,6 +26,8 @@ class Completion:
     generated_tokens: int
     seconds: float
     finish_reason: str
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
 
 
 @dataclass
@@ -32,6 +36,8 @@ class EngineStats:
     prompt_tokens: int = 0
     evaluated_tokens: int = 0
     generated_tokens: int = 0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
     seconds: float = 0.0
 
     def add(self, completion: Completion) -> None:
@@ -39,6 +45,8 @@ class EngineStats:
         self.prompt_tokens += completion.prompt_tokens
         self.evaluated_tokens += completion.evaluated_tokens
         self.generated_tokens += completion.generated_tokens
+        self.drafted_tokens += completion.drafted_tokens
+        self.accepted_tokens += completion.accepted_tokens
         self.seconds += completion.seconds
 
 
@@ -51,7 +59,7 @@ class Engine(Protocol):
 
     def chat(
         self, system: str, user: str, *, max_tokens: int, temperature: float,
-        stop: list[str] | None = None, repeat_penalty: float = 1.0,
+        stop: list[str] | None = None, repeat_penalty: float = 1.0, copies_prompt: bool = False,
     ) -> Completion: ...
 
     def count_tokens(self, text: str) -> int: ...
@@ -66,12 +74,13 @@ class LlamaSettings:
     n_threads: int = 1
     flash_attn: bool = True
     use_mmap: bool = True
+    lookup_tokens: int = 0
     seed: int = 0
 
     @classmethod
     def from_config(cls, model: ModelConfig, threads: int) -> "LlamaSettings":
-        return cls(n_ctx=model.n_ctx, n_batch=model.n_batch, n_threads=threads,
-                   flash_attn=model.flash_attn, use_mmap=model.use_mmap)
+        return cls(n_ctx=model.n_ctx, n_batch=model.n_batch, n_threads=threads, flash_attn=model.flash_attn,
+                   use_mmap=model.use_mmap, lookup_tokens=model.lookup_tokens)
 
 
 @dataclass
@@ -83,6 +92,7 @@ class LlamaEngine:
 
     def __post_init__(self) -> None:
         import llama_cpp
+        from llama_cpp._internals import LlamaBatch
 
         from daemon.logs import route_llama_logs
 
@@ -106,6 +116,20 @@ class LlamaEngine:
             raise ModelError(f"llama.cpp could not load {self.path}: {exc}") from exc
         route_llama_logs()
         self._llama_cpp = llama_cpp
+        self._n_vocab = self._llm.n_vocab()
+        self._batch = LlamaBatch(n_tokens=max(self.settings.n_batch, self.settings.lookup_tokens + 1), embd=0, n_seq_max=1)
+        self._formatter = self._chat_formatter()
+
+    def _chat_formatter(self) -> Any:
+        """The model's own chat template, rendered the way create_chat_completion renders it."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self._llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+        model = self._llm._model
+        return Jinja2ChatFormatter(template=template, eos_token=model.token_get_text(self._llm.token_eos()),
+                                   bos_token=model.token_get_text(self._llm.token_bos()))
 
     @property
     def n_ctx(self) -> int:
@@ -120,34 +144,127 @@ class LlamaEngine:
 
     def chat(
         self, system: str, user: str, *, max_tokens: int, temperature: float,
-        stop: list[str] | None = None, repeat_penalty: float = 1.0,
+        stop: list[str] | None = None, repeat_penalty: float = 1.0, copies_prompt: bool = False,
     ) -> Completion:
+        """A chat completion; greedy answers that mostly copy the prompt take the prompt-lookup path."""
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        if copies_prompt and temperature == 0 and repeat_penalty == 1.0 and self.settings.lookup_tokens and self._formatter:
+            completion = self._lookup_decode(messages, max_tokens, stop or [])
+        else:
+            completion = self._create(messages, max_tokens, temperature, stop or [], repeat_penalty)
+        self.stats.add(completion)
+        return completion
+
+    def _create(self, messages: list[dict[str, str]], max_tokens: int, temperature: float, stop: list[str],
+                repeat_penalty: float) -> Completion:
         evaluated_before = self._evaluated()
         started = time.perf_counter()
         try:
             result = self._llm.create_chat_completion(
-                messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_k=1 if temperature == 0 else 40,
-                repeat_penalty=repeat_penalty,
-                stop=stop or [],
-                seed=self.settings.seed,
+                messages=messages, max_tokens=max_tokens, temperature=temperature,
+                top_k=1 if temperature == 0 else 40, repeat_penalty=repeat_penalty, stop=stop, seed=self.settings.seed,
             )
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"llama.cpp failed: {exc}") from exc
-        seconds = time.perf_counter() - started
         choice = result["choices"][0]
-        completion = Completion(
+        return Completion(
             text=choice["message"]["content"] or "",
             prompt_tokens=result["usage"]["prompt_tokens"],
             evaluated_tokens=self._evaluated() - evaluated_before,
             generated_tokens=result["usage"]["completion_tokens"],
-            seconds=seconds,
+            seconds=time.perf_counter() - started,
             finish_reason=choice.get("finish_reason") or "stop",
         )
-        self.stats.add(completion)
-        return completion
+
+    def _decode(self, tokens: list[int], start: int, all_logits: bool) -> None:
+        """Evaluate `tokens` at positions start.. in batches of n_batch; logits for the last (or all)."""
+        n_batch = self.settings.n_batch
+        for offset in range(0, len(tokens), n_batch):
+            chunk = tokens[offset:offset + n_batch]
+            self._batch.set_batch(chunk, start + offset, all_logits)
+            self._llm._ctx.decode(self._batch)
+
+    def _argmax(self, index: int) -> int:
+        logits = np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(index), shape=(self._n_vocab,))
+        return int(logits.argmax())
+
+    def _draft(self, history: list[int], prompt_end: int) -> list[int]:
+        """Prompt lookup: after the longest recent n-gram (3, 2, then 1 tokens) found in the prompt, what followed it."""
+        for n in (3, 2, 1):
+            key = history[-n:]
+            for i in range(prompt_end - n, -1, -1):
+                if history[i:i + n] == key:
+                    return history[i + n:min(i + n + self.settings.lookup_tokens, prompt_end)]
+        return []
+
+    def _lookup_decode(self, messages: list[dict[str, str]], max_tokens: int, stop: list[str]) -> Completion:
+        """Greedy decoding that verifies drafted continuations in one batch and keeps the longest matching run.
+
+        Corrections mostly copy their input, and reading tokens is several times faster than generating
+        them on CPU, so each accepted draft token saves most of a decode step. The output is the greedy one.
+        Invariant: the KV cache holds exactly `history`; `next_token` is the prediction that follows it.
+        """
+        llm = self._llm
+        started = time.perf_counter()
+        tokens = llm.tokenize(self._formatter(messages=messages).prompt.encode("utf-8"), special=True)
+        if len(tokens) + max_tokens > self.n_ctx:
+            raise EngineError(f"prompt of {len(tokens)} tokens plus {max_tokens} to generate exceeds n_ctx {self.n_ctx}")
+        cached = llm.input_ids[: llm.n_tokens].tolist()
+        keep = 0
+        while keep < min(len(cached), len(tokens) - 1) and cached[keep] == tokens[keep]:
+            keep += 1
+        history = tokens[:keep]
+        out: list[int] = []
+        drafted = accepted = 0
+        finish = "length"
+
+        def stopped() -> bool:
+            return any(s in llm.detokenize(out).decode("utf-8", errors="ignore") for s in stop)
+
+        try:
+            llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+            self._decode(tokens[keep:], keep, all_logits=False)
+            history = list(tokens)
+            next_token = self._argmax(self._batch.n_tokens() - 1)
+            while True:
+                if self._is_eog(next_token):
+                    finish = "stop"
+                    break
+                out.append(next_token)
+                if stopped() or len(out) >= max_tokens:
+                    finish = "stop" if stopped() else "length"
+                    break
+                draft = self._draft(history + [next_token], len(tokens))[: max_tokens - len(out)]
+                self._decode([next_token] + draft, len(history), all_logits=True)
+                history.append(next_token)
+                drafted += len(draft)
+                matched = 0
+                while matched < len(draft) and self._argmax(matched) == draft[matched] and not self._is_eog(draft[matched]):
+                    matched += 1
+                following = self._argmax(matched)
+                history += draft[:matched]
+                out += draft[:matched]
+                accepted += matched
+                llm._ctx.kv_cache_seq_rm(-1, len(history), -1)
+                next_token = following
+                if stopped() or len(out) >= max_tokens:
+                    finish = "stop" if stopped() else "length"
+                    break
+        except RuntimeError as exc:
+            raise EngineError(f"llama.cpp failed: {exc}") from exc
+        finally:
+            llm.input_ids[: len(history)] = history
+            llm.n_tokens = len(history)
+            llm._requires_eval = True
+        text = llm.detokenize(out).decode("utf-8", errors="replace")
+        cut = min((text.find(s) for s in stop if s in text), default=-1)
+        return Completion(text=text[:cut] if cut >= 0 else text, prompt_tokens=len(tokens),
+                          evaluated_tokens=len(tokens) - keep, generated_tokens=len(out),
+                          seconds=time.perf_counter() - started, finish_reason=finish,
+                          drafted_tokens=drafted, accepted_tokens=accepted)
+
+    def _is_eog(self, token: int) -> bool:
+        return bool(self._llama_cpp.llama_vocab_is_eog(self._llm._model.vocab, token))
 
 
 def load_llama(config: Config, info: ModelInfo, threads: int) -> LlamaEngine:

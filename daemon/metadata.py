@@ -29,7 +29,7 @@ ANSWER_MARGIN_TOKENS = 64
 COPY_RUN_WORDS = 15
 COPY_LINE_WORDS = 5
 
-Progress = Callable[[str, float], None]
+Progress = Callable[[str], None]
 
 
 class Invalid(Exception):
@@ -218,7 +218,7 @@ class MetadataWriter:
                 summaries.append(" ".join(self._ask(part, instruction, settings, STOPS["summary"]).split()))
                 result.chunks += 1
                 if self.progress:
-                    self.progress(f"chunk {i}/{len(parts)}", 0.0)
+                    self.progress(f"chunk {i}/{len(parts)}")
             context = self.prompts.chunk_header + "\n" + "\n".join(f"- {s}" for s in summaries if s)
         return context
 
@@ -243,5 +243,5 @@ class MetadataWriter:
                         result.retries += 1
                         instruction = f"{instruction} {self.prompts.stricter}"
             if self.progress:
-                self.progress(task, 0.0)
+                self.progress(task)
         return result

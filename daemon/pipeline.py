@@ -18,9 +18,9 @@ from daemon.cache import Cache, cache_counts
 from daemon.config import Config
 from daemon.correction import Corrector
 from daemon.engine import Engine, EngineStats
-from daemon.model_store import ModelInfo
 from daemon.language import detect_language
 from daemon.metadata import MetadataWriter
+from daemon.model_store import ModelInfo
 from daemon.output import SegmentOutcome, build_output
 from daemon.prompts import prompt_set, prompt_version
 from daemon.transcript import Transcript
@@ -110,7 +110,7 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
     metadata = cache.get("metadata", metadata_key) if cache is not None else None
     meta_stats: dict[str, Any] = {"cached": metadata is not None}
     if metadata is None:
-        writer = MetadataWriter(engine, enrichment.metadata, prompts, progress=lambda task, _: report(f"metadata {task}"))
+        writer = MetadataWriter(engine, enrichment.metadata, prompts, progress=lambda task: report(f"metadata {task}"))
         result = writer.write(dialogue)
         metadata = {"values": result.values, "null_reasons": result.null_reasons}
         meta_stats.update(retries=result.retries, chunks=result.chunks)

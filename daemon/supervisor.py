@@ -16,14 +16,13 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
-from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from daemon import cache as result_cache
 from daemon.config import Config
-from daemon.cpus import WorkerPlan, available_cpus, plan_workers
+from daemon.cpus import WorkerPlan, available_cpus, plan_workers, read_tuned
 from daemon.engine import EngineFactory
 from daemon.errors import EnrichdError
 from daemon.logs import setup_logging
@@ -334,7 +333,12 @@ class Supervisor:
         """Everything before READY: folders, plan, model identity, crash recovery, backlog scan."""
         self.spool.prepare()
         self.cpus = available_cpus()
-        self.plan = plan_workers(self.config.workers, self.cpus)
+        tuned = read_tuned(self.spool.state) if self.config.workers.count == self.config.workers.threads == "auto" else None
+        self.plan = plan_workers(self.config.workers, self.cpus, tuned[0] if tuned else None)
+        if tuned and self.plan == tuned[0]:
+            self.config.model.n_batch = tuned[1]
+            logger.info("using the tuned split from {}: {} x {}, n_batch {}", self.spool.state / "tuned.yaml",
+                        self.plan.count, self.plan.threads, tuned[1])
         self.model = self.factory.describe(self.config)
         self.file_queue = FileQueue(self.spool, Ledger(self.spool.state / "ledger.sqlite"), self.config.queue.on_success)
         recovered = self.file_queue.recover()

@@ -7,6 +7,7 @@ move of the input. Signals are ignored: the supervisor decides when a worker sto
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import threading
@@ -30,6 +31,7 @@ from daemon.output import write_outputs
 from daemon.pipeline import EnrichContext, enrich
 
 PROGRESS_INTERVAL_SECONDS = 1.0
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,16 @@ def _heartbeat(spec: WorkerSpec, events: Queue, stop: threading.Event) -> None:
         events.put({"kind": "heartbeat", "worker": spec.id})
 
 
+def _die_with_parent() -> None:
+    """A worker must not outlive a supervisor killed with SIGKILL: it would hold a model and CPUs."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:
+        os._exit(1)
+
+
 def worker_main(spec: WorkerSpec, jobs: Queue, events: Queue) -> None:
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.sched_setaffinity(0, spec.cpus)

@@ -30,7 +30,7 @@ class FakeEngine:
         return max(1, len(text) // 4)
 
     def chat(self, system: str, user: str, *, max_tokens: int, temperature: float,
-             stop: list[str] | None = None, repeat_penalty: float = 1.0) -> Completion:
+             stop: list[str] | None = None, repeat_penalty: float = 1.0, copies_prompt: bool = False) -> Completion:
         if "CRASH-WORKER" in user:
             os.kill(os.getpid(), signal.SIGKILL)
         if "SLOW-JOB" in user:

@@ -30,7 +30,7 @@ class ScriptedEngine:
     def count_tokens(self, text: str) -> int:
         return max(1, len(text.split()))
 
-    def chat(self, system, user, *, max_tokens, temperature, stop=None, repeat_penalty=1.0) -> Completion:
+    def chat(self, system, user, *, max_tokens, temperature, stop=None, repeat_penalty=1.0, copies_prompt=False) -> Completion:
         self.prompts_seen.append(user)
         lines = [line.split("] ", 1)[1] for line in user.split("\n")]
         text = self.answer(lines)

@@ -143,12 +143,13 @@ def test_sigkill_supervisor_then_restart_loses_and_duplicates_nothing(spool):
         drop(config.paths.inbox, name, marker="SLOW-JOB" if i < 2 else "")
     with running_daemon(path) as first:
         wait_for(lambda: any(config.paths.processing.iterdir()), 30, what="work in flight")
+        worker_pids = wait_for(lambda: [w["pid"] for w in read_status(config)["workers"] if w["pid"]]
+                               if all(w["pid"] for w in read_status(config)["workers"]) else None, 10, what="worker pids")
         first.send_signal(signal.SIGKILL)
         first.wait()
-    for worker in read_status(config)["workers"]:
-        if worker["pid"]:
-            wait_for(lambda: not os.path.exists(f"/proc/{worker['pid']}") or
-                     open(f"/proc/{worker['pid']}/stat").read().split()[2] == "Z", 30, what="orphan worker exit")
+    for pid in worker_pids:
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z",
+                 10, what=f"orphaned worker {pid} to exit")
     with running_daemon(path):
         wait_for(lambda: len(outputs(config.paths.outbox)) == 10 and not any(config.paths.processing.iterdir()),
                  90, what="all outputs after restart")

@@ -13,7 +13,15 @@ import pytest
 from daemon.formats import parse
 from daemon.metadata import SourceText, words
 from daemon.schema import schema_errors
-from tests.conftest import DEFAULT_MODEL, ROOT, SIMSAMU, daemon_log, running_daemon, small_model_path, wait_for
+from tests.conftest import (
+    DEFAULT_MODEL,
+    ROOT,
+    SIMSAMU,
+    daemon_log,
+    running_daemon,
+    small_model_path,
+    wait_for,
+)
 
 
 def short_srt(source: Path, cues: int) -> str:

@@ -9,7 +9,16 @@ import pytest
 
 from daemon.config import MetadataConfig, TaskSettings
 from daemon.engine import Completion, LlamaEngine, LlamaSettings
-from daemon.metadata import Invalid, MetadataWriter, SourceText, validate_bullets, validate_satisfaction, validate_summary, validate_title, words
+from daemon.metadata import (
+    Invalid,
+    MetadataWriter,
+    SourceText,
+    validate_bullets,
+    validate_satisfaction,
+    validate_summary,
+    validate_title,
+    words,
+)
 from daemon.model_store import ModelInfo
 from daemon.prompts import DEFAULTS, Prompts
 from tests.conftest import small_model_path

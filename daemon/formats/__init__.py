@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +17,7 @@ from daemon.errors import TranscriptError
 from daemon.formats import aws, rev, srt, text, vtt, whisper, whisper_cpp
 from daemon.formats.common import ParsedSegments
 from daemon.formats.decoding import decode_text
-from daemon.transcript import Segment, Transcript
+from daemon.transcript import Transcript
 
 DEFAULT_MAX_BYTES = 20_000_000
 
@@ -78,10 +79,7 @@ def parse_bytes(data: bytes, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> T
     else:
         fmt = _detect_text_format(body, extension)
         parsed = TEXT_FORMATS[fmt](body, name)
-    segments = [
-        Segment(index=i, text=s.text, start=_ms(s.start), end=_ms(s.end), speaker=s.speaker, confidence=s.confidence)
-        for i, s in enumerate(parsed.segments)
-    ]
+    segments = [replace(s, index=i, start=_ms(s.start), end=_ms(s.end)) for i, s in enumerate(parsed.segments)]
     if not any(s.text.strip() for s in segments):
         raise TranscriptError(name, fmt, "no non-empty segment: nothing to enrich")
     return Transcript(

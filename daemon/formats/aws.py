@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.formats.common import ParsedSegments, RawSegment, join_tokens, mean, number, require_dict, require_list, unit_interval
+from daemon.formats.common import (
+    ParsedSegments,
+    join_tokens,
+    mean,
+    number,
+    require_dict,
+    require_list,
+    unit_interval,
+)
+from daemon.transcript import Segment
 
 FORMAT = "aws"
 SENTENCE_END = (".", "?", "!")
@@ -31,10 +40,10 @@ def _speakers_by_start(results: dict[str, Any]) -> dict[str, str]:
 def read(doc: dict[str, Any], file: str) -> ParsedSegments:
     results = doc["results"]
     speakers = _speakers_by_start(results)
-    segments: list[RawSegment] = []
+    segments: list[Segment] = []
     tokens: list[str] = []
     scores: list[float | None] = []
-    turn: RawSegment | None = None
+    turn: Segment | None = None
 
     def close() -> None:
         nonlocal turn, tokens, scores
@@ -62,7 +71,7 @@ def read(doc: dict[str, Any], file: str) -> ParsedSegments:
         if turn is not None and speaker != turn.speaker:
             close()
         if turn is None:
-            turn = RawSegment(text="", start=start, speaker=speaker)
+            turn = Segment(index=len(segments), text="", start=start, speaker=speaker)
         turn.end = end if end is not None else turn.end
         tokens.append(content)
         scores.append(number(best.get("confidence"), file, FORMAT, f"{where}.confidence"))

@@ -8,23 +8,15 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from daemon.errors import TranscriptError
+from daemon.transcript import Segment
 
 SPEAKER_PREFIX = re.compile(r"^\s*(?:\[(?P<tag>[^\]\n]{1,40})\]|(?P<name>[A-Z][\w.'-]*(?: [\w.'-]+){0,2}))\s*:\s+")
 NO_SPACE_BEFORE = set(".,!?;:)]}%…")
 
 
 @dataclass
-class RawSegment:
-    text: str
-    start: float | None = None
-    end: float | None = None
-    speaker: str | None = None
-    confidence: float | None = None
-
-
-@dataclass
 class ParsedSegments:
-    segments: list[RawSegment] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
     language: str | None = None
 
 

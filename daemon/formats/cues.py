@@ -6,7 +6,8 @@ import html
 import re
 
 from daemon.errors import TranscriptError
-from daemon.formats.common import ParsedSegments, RawSegment, split_speaker
+from daemon.formats.common import ParsedSegments, split_speaker
+from daemon.transcript import Segment
 
 TIME = r"(?:(\d+):)?(\d{1,2}):(\d{2})[,.](\d{1,3})"
 TIMING = re.compile(rf"^\s*{TIME}\s*-->\s*{TIME}(?:\s+.*)?$")
@@ -34,8 +35,8 @@ def _cue_text(lines: list[str], voice_tags: bool) -> tuple[str | None, str]:
 
 def parse_cues(body: str, file: str, fmt: str, voice_tags: bool, skip_blocks: tuple[str, ...] = ()) -> ParsedSegments:
     lines = body.split("\n")
-    segments: list[RawSegment] = []
-    current: RawSegment | None = None
+    segments: list[Segment] = []
+    current: Segment | None = None
     text_lines: list[str] = []
     skipping = False
 
@@ -61,7 +62,7 @@ def parse_cues(body: str, file: str, fmt: str, voice_tags: bool, skip_blocks: tu
         if timing:
             close()
             g = timing.groups()
-            current = RawSegment(text="", start=_seconds(*g[:4]), end=_seconds(*g[4:]))
+            current = Segment(index=len(segments), text="", start=_seconds(*g[:4]), end=_seconds(*g[4:]))
             continue
         if LOOKS_LIKE_TIMING.search(stripped) and current is None:
             raise TranscriptError(file, fmt, f"malformed timing line {stripped!r}", line=number)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.formats.common import ParsedSegments, RawSegment, join_tokens, mean, number, require_dict, require_list, unit_interval
+from daemon.formats.common import (
+    ParsedSegments,
+    join_tokens,
+    mean,
+    number,
+    require_dict,
+    require_list,
+    unit_interval,
+)
+from daemon.transcript import Segment
 
 FORMAT = "rev"
 
@@ -23,7 +32,8 @@ def read(doc: dict[str, Any], file: str) -> ParsedSegments:
         if isinstance(speaker, dict):
             speaker = speaker.get("name") or speaker.get("id")
         words = [t for t in terms if t.get("type", "WORD") != "PUNCTUATION"]
-        segments.append(RawSegment(
+        segments.append(Segment(
+            index=i,
             text=join_tokens(str(t.get("text", t.get("value", ""))) for t in terms),
             start=number(monologue.get("start", words[0].get("start") if words else None), file, FORMAT, f"{where}.start"),
             end=number(monologue.get("end", words[-1].get("end") if words else None), file, FORMAT, f"{where}.end"),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from daemon.formats.common import ParsedSegments, RawSegment, split_speaker
+from daemon.formats.common import ParsedSegments, split_speaker
+from daemon.transcript import Segment
 
 FORMAT = "text"
 
@@ -12,5 +13,5 @@ def read(body: str, file: str) -> ParsedSegments:
     for line in body.split("\n"):
         if line.strip():
             speaker, text = split_speaker(line)
-            segments.append(RawSegment(text=text, speaker=speaker))
+            segments.append(Segment(index=len(segments), text=text, speaker=speaker))
     return ParsedSegments(segments)

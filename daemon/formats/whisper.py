@@ -5,7 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from daemon.formats.common import ParsedSegments, RawSegment, mean, number, require_dict, require_list, unit_interval
+from daemon.formats.common import (
+    ParsedSegments,
+    mean,
+    number,
+    require_dict,
+    require_list,
+    unit_interval,
+)
+from daemon.transcript import Segment
 
 WHISPER = "whisper"
 WHISPERX = "whisperx"
@@ -46,7 +54,8 @@ def read(doc: dict[str, Any], file: str) -> ParsedSegments:
         where = f"segments[{i}]"
         segment = require_dict(segment, where, file, fmt)
         speaker = segment.get("speaker")
-        segments.append(RawSegment(
+        segments.append(Segment(
+            index=i,
             text=str(segment.get("text", "")).strip(),
             start=number(segment.get("start"), file, fmt, f"{where}.start"),
             end=number(segment.get("end"), file, fmt, f"{where}.end"),

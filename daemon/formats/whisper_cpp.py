@@ -6,7 +6,14 @@ import re
 from typing import Any
 
 from daemon.errors import TranscriptError
-from daemon.formats.common import ParsedSegments, RawSegment, mean, require_dict, require_list, unit_interval
+from daemon.formats.common import (
+    ParsedSegments,
+    mean,
+    require_dict,
+    require_list,
+    unit_interval,
+)
+from daemon.transcript import Segment
 
 FORMAT = "whisper.cpp"
 TIMESTAMP = re.compile(r"^(\d+):(\d{2}):(\d{2})[,.](\d{1,3})$")
@@ -37,7 +44,8 @@ def read(doc: dict[str, Any], file: str) -> ParsedSegments:
         item = require_dict(item, where, file, FORMAT)
         tokens = [t for t in item.get("tokens") or [] if isinstance(t, dict) and not str(t.get("text", "")).startswith("[_")]
         speaker = item.get("speaker")
-        segments.append(RawSegment(
+        segments.append(Segment(
+            index=i,
             text=str(item.get("text", "")).strip(),
             start=_seconds(item, "from", file, where),
             end=_seconds(item, "to", file, where),

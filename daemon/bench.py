@@ -1,0 +1,360 @@
+"""`enrichd bench`: the old way against the daemon against llama.cpp's own limits, on one corpus and model.
+
+Every figure comes from a run of this command; nothing here is estimated. Modes:
+  baseline           the replaced system: one call per segment, four metadata calls each re-reading the
+                     transcript (title on its first 500 characters), cpu_count - 1 threads, n_ctx 2048,
+                     no flash attention, temperature 0.7 (0.05 for correction), instructions first, no cache
+  baseline-allcores  the same with every CPU
+  enrichd            the real daemon (`enrichd run`) on a temporary spool, all files dropped at once, a fresh
+                     (cold) cache; the clock runs from the drop to the last output in the outbox
+  enrichd-warm       the same files dropped again on the now warm cache
+  limit              llama.cpp's prompt and generation rates for this model here, and the resulting floor
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from daemon.config import Config, LoggingConfig, config_to_dict
+from daemon.cpus import available_cpus, possible_plans
+from daemon.engine import LlamaEngine, LlamaSettings
+from daemon.formats import parse
+from daemon.logs import setup_logging
+from daemon.model_store import ModelInfo, model_info
+from daemon.output import output_names
+from daemon.schema import schema_errors
+
+OLD_SYSTEM = "Tu es un assistant qui traite des transcriptions d'appels téléphoniques."
+OLD_CORRECT = "Corrige les erreurs de transcription dans le texte suivant et renvoie uniquement le texte corrigé :"
+OLD_TASKS = {
+    "title": ("Donne un titre court pour cet appel :", 32),
+    "summary": ("Résume cet appel en quelques phrases :", 220),
+    "satisfaction": ("Note la satisfaction de l'appelant de 1 à 5 et justifie en une phrase :", 64),
+    "bullets": ("Donne les points clés de cet appel sous forme de liste :", 220),
+}
+OLD_TEMPERATURE, OLD_CORRECTION_TEMPERATURE = 0.7, 0.05
+LIMIT_PROMPT_TOKENS, LIMIT_GENERATED_TOKENS = 512, 64
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    transcripts: int
+    wall_seconds: float
+    prompt_tokens: int = 0
+    evaluated_tokens: int = 0
+    generated_tokens: int = 0
+    peak_rss_mb: float = 0.0
+    outputs_valid: int = 0
+    fields_null: int = 0
+    segments_rejected: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def figures(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["transcripts_per_hour"] = round(self.transcripts * 3600 / self.wall_seconds, 2) if self.wall_seconds else None
+        data["generated_tokens_per_second"] = round(self.generated_tokens / self.wall_seconds, 2) if self.wall_seconds else None
+        data["evaluated_tokens_per_second"] = round(self.evaluated_tokens / self.wall_seconds, 2) if self.wall_seconds else None
+        return data
+
+
+class RssSampler:
+    """Peak resident memory of a process and all its descendants, sampled twice a second."""
+
+    def __init__(self, root: int):
+        self.root, self.peak = root, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _tree_rss(self) -> int:
+        children: dict[int, list[int]] = {}
+        rss: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append(int(entry))
+                rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, IndexError, ValueError):
+                continue
+        total, todo = 0, [self.root]
+        while todo:
+            pid = todo.pop()
+            total += rss.get(pid, 0)
+            todo += children.get(pid, [])
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, self._tree_rss())
+
+    def __enter__(self) -> "RssSampler":
+        self.peak = self._tree_rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_baseline(files: list[Path], model: Path, info: ModelInfo, threads: int, mode: str, progress: Progress) -> ModeResult:
+    """The replaced system, reproduced: per-segment correction calls, then four full-transcript calls."""
+    settings = LlamaSettings(n_ctx=2048, n_batch=512, n_threads=threads, flash_attn=False)
+    with RssSampler(os.getpid()) as sampler:
+        engine = LlamaEngine(model, info, settings)
+        budget = settings.n_ctx - max(t for _, t in OLD_TASKS.values()) - 64
+        started = time.perf_counter()
+        stages = {"correction": 0.0, "metadata": 0.0}
+        nulls = 0
+        for path in files:
+            transcript = parse(path)
+            t0 = time.perf_counter()
+            corrected = []
+            for segment in transcript.segments:
+                if not segment.text.strip():
+                    corrected.append(segment.text)
+                    continue
+                answer = engine.chat(OLD_SYSTEM, f"{OLD_CORRECT}\n\n{segment.text}", temperature=OLD_CORRECTION_TEMPERATURE,
+                                     max_tokens=2 * engine.count_tokens(segment.text) + 16)
+                corrected.append(answer.text.strip() or segment.text)
+            t1 = time.perf_counter()
+            text = transcript.dialogue(corrected)
+            while engine.count_tokens(text) > budget:
+                text = text[: int(len(text) * 0.9)]
+            for task, (instruction, max_tokens) in OLD_TASKS.items():
+                shown = text[:500] if task == "title" else text
+                answer = engine.chat(OLD_SYSTEM, f"{instruction}\n\n{shown}", temperature=OLD_TEMPERATURE, max_tokens=max_tokens)
+                nulls += not answer.text.strip()
+            stages["correction"] += t1 - t0
+            stages["metadata"] += time.perf_counter() - t1
+            progress(f"{mode}: {path.name} done ({time.perf_counter() - started:.0f} s)")
+        wall = time.perf_counter() - started
+        stats = engine.stats
+        del engine
+    return ModeResult(mode, len(files), wall, stats.prompt_tokens, stats.evaluated_tokens, stats.generated_tokens,
+                      sampler.peak / 2**20, fields_null=nulls, stage_seconds=stages,
+                      settings={"n_threads": threads, "n_ctx": 2048, "n_batch": 512, "flash_attn": False})
+
+
+def _status(state: Path) -> dict[str, Any]:
+    try:
+        return json.loads((state / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if process.poll() is not None:
+            raise RuntimeError(f"the daemon exited with code {process.returncode} while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def run_daemon_passes(files: list[Path], config: Config, work: Path, progress: Progress,
+                      modes: tuple[str, ...] = ("enrichd", "enrichd-warm")) -> list[ModeResult]:
+    """`enrichd run` on a temporary spool: one cold pass, then the same files again on the warm cache."""
+    data = config_to_dict(config)
+    data.pop("source", None)
+    data["paths"] = {name: str(work / name) for name in ("inbox", "processing", "outbox", "failed", "archive", "state")}
+    data["queue"].update(settle_seconds=0.0, rescan_seconds=2.0)
+    data["cache"]["enabled"] = True
+    data["logging"].update(level="INFO", file=None)
+    config_file = work / "bench-config.yaml"
+    config_file.write_text(yaml.safe_dump(data, allow_unicode=True))
+    state, inbox, outbox, staging = work / "state", work / "inbox", work / "outbox", work / "staging"
+    staging.mkdir(parents=True)
+    log = open(work / "daemon.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--config", str(config_file)],
+                               stdout=log, stderr=subprocess.STDOUT)
+    results = []
+    try:
+        with RssSampler(process.pid) as sampler:
+            _wait(lambda: _status(state).get("pid") == process.pid and
+                  all(w["state"] == "idle" for w in _status(state).get("workers", [{"state": "?"}])),
+                  600, "workers ready", process)
+            for mode in modes:
+                for old in outbox.glob("*"):
+                    old.unlink()
+                for path in files:
+                    shutil.copyfile(path, staging / path.name)
+                expected = {output_names(p.name)[0] for p in files}
+                started = time.perf_counter()
+                for path in files:
+                    os.rename(staging / path.name, inbox / path.name)
+                seen: set[str] = set()
+
+                def finished() -> bool:
+                    for name in expected & {p.name for p in outbox.iterdir()} - seen:
+                        seen.add(name)
+                        progress(f"{mode}: {name} ({time.perf_counter() - started:.0f} s)")
+                    return len(seen) == len(expected) and not any((work / "processing").iterdir())
+
+                _wait(finished, 6 * 3600, f"{mode} outputs", process)
+                wall = time.perf_counter() - started
+                results.append(_collect(mode, files, outbox, wall, sampler.peak, config))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+    return results
+
+
+def _collect(mode: str, files: list[Path], outbox: Path, wall: float, peak: int, config: Config) -> ModeResult:
+    result = ModeResult(mode, len(files), wall, peak_rss_mb=peak / 2**20,
+                        settings={"workers": config.workers.count, "threads": config.workers.threads,
+                                  "n_ctx": config.model.n_ctx, "n_batch": config.model.n_batch,
+                                  "flash_attn": config.model.flash_attn, "cache": "cold" if mode == "enrichd" else "warm"})
+    for path in files:
+        output = json.loads((outbox / output_names(path.name)[0]).read_text())
+        tokens = output["stats"]["tokens"]
+        result.prompt_tokens += tokens["prompt"]
+        result.evaluated_tokens += tokens["evaluated"]
+        result.generated_tokens += tokens["generated"]
+        result.outputs_valid += not schema_errors(output)
+        result.fields_null += sum(v is None for v in (output["metadata"] or {}).values())
+        result.segments_rejected += output["stats"].get("segments", {}).get("rejected", 0)
+        for stage, seconds in output["timings"].items():
+            result.stage_seconds[stage] = round(result.stage_seconds.get(stage, 0.0) + seconds, 3)
+    return result
+
+
+def _generation_rate(model: str, threads: int, cpus: list[int], results: Any) -> None:
+    os.sched_setaffinity(0, cpus)
+    setup_logging(LoggingConfig(level="WARNING"))
+    llm = LlamaEngine(Path(model), ModelInfo("", "", ""), LlamaSettings(n_ctx=1024, n_threads=threads))._llm
+    llm.create_completion("Il était une fois", max_tokens=1)
+    started = time.perf_counter()
+    out = llm.create_completion("Raconte une longue histoire : il était une fois", max_tokens=LIMIT_GENERATED_TOKENS,
+                                temperature=0.0, top_k=1)
+    results.put(out["usage"]["completion_tokens"] / (time.perf_counter() - started))
+
+
+def measure_limits(model: Path, cpus: list[int], progress: Progress) -> dict[str, float]:
+    """Prompt tokens/s with every CPU (batch of 512), and generation tokens/s: one sequence on every CPU,
+    and the aggregate of one single-threaded process per CPU running at once."""
+    engine = LlamaEngine(model, ModelInfo("", "", ""), LlamaSettings(n_ctx=1024, n_batch=512, n_threads=len(cpus)))
+    llm = engine._llm
+    tokens = (llm.tokenize("Bonjour, je vous appelle au sujet de ma facture. ".encode(), add_bos=True) * 64)[:LIMIT_PROMPT_TOKENS]
+    llm.reset()
+    started = time.perf_counter()
+    llm.eval(tokens)
+    prompt_rate = len(tokens) / (time.perf_counter() - started)
+    del engine, llm
+    spawn = multiprocessing.get_context("spawn")
+    rates: dict[str, float] = {"prompt_tokens_per_second": round(prompt_rate, 2)}
+    for label, plan in (("generation_tokens_per_second_one_sequence", [cpus]),
+                        ("generation_tokens_per_second_aggregate", [[c] for c in cpus])):
+        queue = spawn.Queue()
+        processes = [spawn.Process(target=_generation_rate, args=(str(model), len(group), group, queue)) for group in plan]
+        for p in processes:
+            p.start()
+        values = [queue.get(timeout=600) for _ in processes]
+        for p in processes:
+            p.join()
+        rates[label] = round(sum(values), 2)
+    progress(f"limit: prompt {rates['prompt_tokens_per_second']} tokens/s, generation "
+             f"{rates['generation_tokens_per_second_one_sequence']} (one sequence) / "
+             f"{rates['generation_tokens_per_second_aggregate']} (aggregate) tokens/s")
+    return rates
+
+
+def _cpu_model() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, modes: list[str], progress: Progress) -> dict[str, Any]:
+    files = sorted(p for p in corpus.iterdir() if p.suffix.lower() in (".json", ".srt", ".vtt", ".txt"))
+    if limit:
+        files = files[:limit]
+    if not files:
+        raise ValueError(f"no transcripts in {corpus}")
+    cpus = available_cpus()
+    info = model_info(model, config.paths.state)
+    config.model.path = model
+    results: dict[str, ModeResult] = {}
+    if "baseline" in modes:
+        results["baseline"] = run_baseline(files, model, info, max(1, len(cpus) - 1), "baseline", progress)
+    if "baseline-allcores" in modes:
+        results["baseline-allcores"] = run_baseline(files, model, info, len(cpus), "baseline-allcores", progress)
+    if "enrichd" in modes:
+        with tempfile.TemporaryDirectory(prefix="enrichd-bench-") as work:
+            for result in run_daemon_passes(files, config, Path(work), progress):
+                results[result.mode] = result
+    report: dict[str, Any] = {
+        "machine": {"cpu": _cpu_model(), "cpus": cpus, "python": platform.python_version(),
+                    "llama_cpp_python": version("llama-cpp-python"), "enrichd": version("enrichd")},
+        "model": asdict(info) | {"path": str(model)},
+        "corpus": {"dir": str(corpus), "files": [p.name for p in files],
+                   "segments": sum(len(parse(p).segments) for p in files)},
+        "modes": {name: r.figures() for name, r in results.items()},
+    }
+    if "limit" in modes:
+        limits = measure_limits(model, cpus, progress)
+        report["limit"] = limits
+        daemon = results.get("enrichd")
+        if daemon:
+            best_generation = max(limits["generation_tokens_per_second_one_sequence"], limits["generation_tokens_per_second_aggregate"])
+            floor = daemon.evaluated_tokens / limits["prompt_tokens_per_second"] + daemon.generated_tokens / best_generation
+            report["limit"].update(floor_seconds=round(floor, 1), efficiency=round(floor / daemon.wall_seconds, 3))
+    wall = {name: r.wall_seconds for name, r in results.items()}
+    report["ratios"] = {
+        "baseline / enrichd": ratio(wall.get("baseline"), wall.get("enrichd")),
+        "baseline-allcores / enrichd": ratio(wall.get("baseline-allcores"), wall.get("enrichd")),
+        "enrichd / enrichd-warm": ratio(wall.get("enrichd"), wall.get("enrichd-warm")),
+    }
+    return report
+
+
+def run_tune(config: Config, corpus: Path, model: Path, limit: int, progress: Progress) -> list[dict[str, Any]]:
+    """Every worker x thread split that fits the CPUs, with n_batch 256 and 512, on a short sample."""
+    files = sorted(p for p in corpus.iterdir() if p.suffix.lower() in (".json", ".srt", ".vtt", ".txt"))[:limit]
+    if not files:
+        raise ValueError(f"no transcripts in {corpus}")
+    config.model.path = model
+    rows = []
+    for plan in possible_plans(len(available_cpus())):
+        for n_batch in (256, 512):
+            trial = copy.deepcopy(config)
+            trial.workers.count, trial.workers.threads, trial.model.n_batch = plan.count, plan.threads, n_batch
+            with tempfile.TemporaryDirectory(prefix="enrichd-tune-") as work:
+                result = run_daemon_passes(files, trial, Path(work), progress, modes=("enrichd",))[0]
+            row = {"workers": plan.count, "threads": plan.threads, "n_batch": n_batch,
+                   "transcripts_per_hour": result.figures()["transcripts_per_hour"], "wall_seconds": round(result.wall_seconds, 1)}
+            progress(f"tune: {plan.count} x {plan.threads}, n_batch {n_batch}: {row['transcripts_per_hour']} transcripts/hour")
+            rows.append(row)
+    return sorted(rows, key=lambda r: -r["transcripts_per_hour"])

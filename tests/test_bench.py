@@ -1,0 +1,47 @@
+"""`enrichd bench` runs end to end on two short calls with the test model and writes a complete report.
+
+No speed is asserted here: speed claims come from running the command, see BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT, SIMSAMU, small_model_path, write_config
+from tests.test_end_to_end import short_srt
+
+MODES = ("baseline", "baseline-allcores", "enrichd", "enrichd-warm")
+FIGURES = ("wall_seconds", "transcripts_per_hour", "prompt_tokens", "evaluated_tokens", "generated_tokens",
+           "generated_tokens_per_second", "peak_rss_mb", "outputs_valid", "fields_null", "segments_rejected")
+
+
+def test_bench_report_is_complete(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("dj_2022_msn.srt", "dj_2023_psy.srt"):
+        (corpus / name).write_text(short_srt(SIMSAMU / name, 3))
+    (tmp_path / "spool").mkdir()
+    config = write_config(tmp_path / "spool", {"logging": {"level": "INFO"}})
+    report_file = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, "-m", "daemon", "bench", "--config", str(config), "--corpus", str(corpus),
+                             "--model", str(small_model_path()), "--out", str(report_file)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    assert report["corpus"]["files"] == ["dj_2022_msn.srt", "dj_2023_psy.srt"]
+    assert set(report["modes"]) == set(MODES)
+    for mode in MODES:
+        figures = report["modes"][mode]
+        assert all(figures[key] is not None for key in FIGURES), (mode, figures)
+        assert figures["transcripts"] == 2 and figures["wall_seconds"] > 0 and figures["peak_rss_mb"] > 0
+    assert report["modes"]["enrichd"]["outputs_valid"] == 2 and report["modes"]["enrichd-warm"]["outputs_valid"] == 2
+    assert report["modes"]["enrichd-warm"]["generated_tokens"] == 0
+    assert report["modes"]["baseline"]["generated_tokens"] > 0
+    assert all(report["ratios"][k] is not None for k in ("baseline / enrichd", "baseline-allcores / enrichd", "enrichd / enrichd-warm"))
+    for key in ("prompt_tokens_per_second", "generation_tokens_per_second_one_sequence",
+                "generation_tokens_per_second_aggregate", "floor_seconds", "efficiency"):
+        assert report["limit"][key] > 0
+    assert report["model"]["sha256"] and report["machine"]["llama_cpp_python"] == "0.3.36"
+    assert "baseline: dj_2022_msn.srt done" in result.stderr and "enrichd-warm: dj_2023_psy.enriched.json" in result.stderr
