@@ -130,7 +130,8 @@ class Supervisor:
             handle.process.kill()
         handle.process.join(timeout=10)
         if handle.job is not None:
-            self._job_failed(handle, {"type": "WorkerDied", "message": reason, "pid": handle.pid}, permanent=False)
+            self._job_failed(handle, {"type": "WorkerDied", "message": reason, "pid": handle.pid}, permanent=False,
+                             worker_alive=False)
         if not self.stopping:
             logger.warning("worker {} replaced: {}", handle.spec.id, reason)
             self._start_worker(handle.spec.id, list(handle.spec.cpus))
@@ -150,7 +151,8 @@ class Supervisor:
                 self._replace_worker(handle, f"no heartbeat for {now - handle.last_heartbeat:.0f} s")
 
     # ----- job outcomes --------------------------------------------------------------------------
-    def _finish(self, handle: WorkerHandle) -> None:
+    def _finish(self, handle: WorkerHandle, worker_alive: bool = True) -> None:
+        """The worker's job is over; a live worker past `max_jobs_per_worker` is replaced by a fresh one."""
         if handle.busy_since is not None:
             handle.busy_seconds += time.monotonic() - handle.busy_since
         handle.busy_since = None
@@ -159,13 +161,13 @@ class Supervisor:
         handle.state = "idle"
         handle.jobs_done += 1
         recycle = self.config.workers.max_jobs_per_worker
-        if recycle and handle.jobs_done >= recycle and not self.stopping:
+        if worker_alive and recycle and handle.jobs_done >= recycle and not self.stopping:
             handle.jobs.put(None)
             handle.process.join(timeout=30)
             logger.info("worker {} recycled after {} jobs", handle.spec.id, handle.jobs_done)
             self._start_worker(handle.spec.id, list(handle.spec.cpus))
 
-    def _job_failed(self, handle: WorkerHandle, error: dict[str, Any], permanent: bool) -> None:
+    def _job_failed(self, handle: WorkerHandle, error: dict[str, Any], permanent: bool, worker_alive: bool = True) -> None:
         assert handle.job is not None
         name = handle.job.name
         queue = self.file_queue
@@ -182,7 +184,7 @@ class Supervisor:
             queue.release(name)
             logger.warning("retry {} in {:.0f} s: {}: {} (attempt {} of {})", name, retry_at - time.time(),
                            error.get("type"), error.get("message"), attempts, self.config.queue.max_attempts)
-        self._finish(handle)
+        self._finish(handle, worker_alive)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         handle = self.workers.get(event["worker"])

@@ -133,3 +133,28 @@ def test_corrupt_cache_file_is_moved_aside_and_the_daemon_still_enriches(spool):
         wait_for(lambda: (config.paths.outbox / "call.enriched.json").exists(), 30, what="output")
     assert list(config.paths.state.glob("cache.sqlite.corrupt-*"))
     assert "unreadable" in (path.parent / "daemon.log").read_text()
+
+
+def test_cache_cli_stats_and_clear(spool):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    path, config = spool()
+    cache = Cache(config.paths.state / "cache.sqlite")
+    for i in range(3):
+        cache.put("segment", [i], {"i": i})
+    cache.put("file", ["f"], {"x": 1})
+    cache.close()
+
+    def enrichd(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "daemon", "cache", *args, "--config", str(path)],
+                              cwd=ROOT, capture_output=True, text=True)
+
+    stats = enrichd("stats")
+    assert stats.returncode == 0 and "4 entries" in stats.stdout and "segment: 3" in stats.stdout
+    assert "no daemon running" in stats.stdout
+    assert "removed 0 entries" in enrichd("clear", "--older-than", "1").stdout
+    assert "removed 4 entries" in enrichd("clear").stdout
+    assert "0 entries" in enrichd("stats").stdout

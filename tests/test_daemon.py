@@ -238,3 +238,14 @@ def test_failed_output_write_puts_the_input_back_and_the_daemon_keeps_running(sp
         wait_for(lambda: (config.paths.outbox / "blocked.enriched.json").exists(), 30, what="output once writable")
     assert "OutputError" in daemon_log(path)
     assert [p.name for p in config.paths.outbox.iterdir() if p.name.startswith(".")] == []
+
+
+def test_workers_are_recycled_after_max_jobs(spool):
+    path, config = spool({"workers": {"max_jobs_per_worker": 2, "count": 1, "threads": 1}})
+    for i in range(5):
+        drop(config.paths.inbox, f"call-{i}.txt")
+    with running_daemon(path):
+        wait_for(lambda: len(outputs(config.paths.outbox)) == 5, 60, what="five outputs")
+    log = daemon_log(path)
+    assert log.count("recycled after 2 jobs") == 2
+    assert len({line.split("(pid ")[1].split(")")[0] for line in log.splitlines() if "ready (pid" in line}) == 3
