@@ -45,3 +45,23 @@ def test_bench_report_is_complete(tmp_path):
         assert report["limit"][key] > 0
     assert report["model"]["sha256"] and report["machine"]["llama_cpp_python"] == "0.3.36"
     assert "baseline: dj_2022_msn.srt done" in result.stderr and "enrichd-warm: dj_2023_psy.enriched.json" in result.stderr
+
+
+def test_tune_measures_every_split_and_writes_the_best_for_workers_auto(tmp_path):
+    from daemon.config import load_config
+    from daemon.cpus import available_cpus, possible_plans, read_tuned
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "dj_2022_msn.srt").write_text(short_srt(SIMSAMU / "dj_2022_msn.srt", 2))
+    (tmp_path / "spool").mkdir()
+    config = write_config(tmp_path / "spool", {"logging": {"level": "INFO"}})
+    result = subprocess.run([sys.executable, "-m", "daemon", "tune", "--config", str(config), "--corpus", str(corpus),
+                             "--limit", "1", "--write"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split() for line in result.stdout.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
+    n_cpus = len(available_cpus())
+    assert len(rows) == 2 * len(possible_plans(n_cpus))
+    assert {(int(r[0]), int(r[1])) for r in rows} == {(p.count, p.threads) for p in possible_plans(n_cpus)}
+    tuned = read_tuned(load_config(config).paths.state)
+    assert tuned is not None and (tuned[0].count, tuned[0].threads, tuned[1]) == (int(rows[0][0]), int(rows[0][1]), int(rows[0][2]))
