@@ -194,9 +194,11 @@ def run_daemon_passes(files: list[Path], config: Config, work: Path, progress: P
     results = []
     try:
         with RssSampler(process.pid) as sampler:
-            _wait(lambda: _status(state).get("pid") == process.pid and
-                  all(w["state"] == "idle" for w in _status(state).get("workers", [{"state": "?"}])),
-                  600, "workers ready", process)
+            def workers_ready() -> bool:
+                status = _status(state)
+                return status.get("pid") == process.pid and all(w["state"] == "idle" for w in status.get("workers", [{"state": "?"}]))
+
+            _wait(workers_ready, 600, "workers ready", process)
             for mode in modes:
                 for old in outbox.glob("*"):
                     old.unlink()

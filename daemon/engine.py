@@ -114,7 +114,6 @@ class LlamaEngine:
             )
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"llama.cpp could not load {self.path}: {exc}") from exc
-        route_llama_logs()
         self._llama_cpp = llama_cpp
         self._n_vocab = self._llm.n_vocab()
         self._batch = LlamaBatch(n_tokens=max(self.settings.n_batch, self.settings.lookup_tokens + 1), embd=0, n_seq_max=1)
@@ -218,8 +217,10 @@ class LlamaEngine:
         drafted = accepted = 0
         finish = "length"
 
-        def stopped() -> bool:
-            return any(s in llm.detokenize(out).decode("utf-8", errors="ignore") for s in stop)
+        def end_reason() -> str | None:
+            if any(s in llm.detokenize(out).decode("utf-8", errors="ignore") for s in stop):
+                return "stop"
+            return "length" if len(out) >= max_tokens else None
 
         try:
             llm._ctx.kv_cache_seq_rm(-1, keep, -1)
@@ -231,8 +232,8 @@ class LlamaEngine:
                     finish = "stop"
                     break
                 out.append(next_token)
-                if stopped() or len(out) >= max_tokens:
-                    finish = "stop" if stopped() else "length"
+                if reason := end_reason():
+                    finish = reason
                     break
                 draft = self._draft(history + [next_token], len(tokens))[: max_tokens - len(out)]
                 self._decode([next_token] + draft, len(history), all_logits=True)
@@ -247,8 +248,8 @@ class LlamaEngine:
                 accepted += matched
                 llm._ctx.kv_cache_seq_rm(-1, len(history), -1)
                 next_token = following
-                if stopped() or len(out) >= max_tokens:
-                    finish = "stop" if stopped() else "length"
+                if reason := end_reason():
+                    finish = reason
                     break
         except RuntimeError as exc:
             raise EngineError(f"llama.cpp failed: {exc}") from exc
