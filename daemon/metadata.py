@@ -174,8 +174,9 @@ class MetadataWriter:
         return getattr(self.config, task)
 
     def _ask(self, context: str, instruction: str, settings: TaskSettings, stop: list[str]) -> str:
+        parts = [fenced(context), instruction] if self.config.transcript_first else [instruction, fenced(context)]
         return self.engine.chat(
-            self.prompts.metadata_system, f"{fenced(context)}\n\n{instruction}",
+            self.prompts.metadata_system, "\n\n".join(parts),
             max_tokens=settings.max_tokens, temperature=settings.temperature,
             stop=stop, repeat_penalty=self.config.repeat_penalty,
         ).text

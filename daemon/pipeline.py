@@ -82,7 +82,7 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
             output["id"], output["source"]["file"] = transcript.id, transcript.source_file
             output["timings"] = {"parse": round(parse_seconds, 3), "total": round(time.perf_counter() - started + parse_seconds, 3)}
             output["stats"] = {"cache": "file", "model_calls": 0,
-                               "tokens": {"prompt": 0, "evaluated": 0, "generated": 0}, **_cache_stats(cache, before)}
+                               "tokens": dict.fromkeys(("prompt", "evaluated", "generated", "drafted", "accepted"), 0), **_cache_stats(cache, before)}
             return output
 
     enrichment = context.config.enrichment
@@ -127,6 +127,8 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
             "prompt": used.prompt_tokens - engine_before.prompt_tokens,
             "evaluated": used.evaluated_tokens - engine_before.evaluated_tokens,
             "generated": used.generated_tokens - engine_before.generated_tokens,
+            "drafted": used.drafted_tokens - engine_before.drafted_tokens,
+            "accepted": used.accepted_tokens - engine_before.accepted_tokens,
         },
         "segments": {k: corrector.stats.counts.get(k, 0) for k in ("corrected", "unchanged", "rejected", "skipped", "empty")},
         "rejections": corrector.stats.rejections,

@@ -41,7 +41,8 @@ def test_bench_report_is_complete(tmp_path):
     assert report["modes"]["baseline"]["generated_tokens"] > 0
     assert all(report["ratios"][k] is not None for k in ("baseline / enrichd", "baseline-allcores / enrichd", "enrichd / enrichd-warm"))
     for key in ("prompt_tokens_per_second", "generation_tokens_per_second_one_sequence",
-                "generation_tokens_per_second_aggregate", "floor_seconds", "efficiency"):
+                "generation_tokens_per_second_aggregate", "floor_seconds", "efficiency",
+                "floor_seconds_with_drafts", "efficiency_with_drafts"):
         assert report["limit"][key] > 0
     assert report["model"]["sha256"] and report["machine"]["llama_cpp_python"] == "0.3.36"
     assert "baseline: dj_2022_msn.srt done" in result.stderr and "enrichd-warm: dj_2023_psy.enriched.json" in result.stderr

@@ -123,6 +123,16 @@ def test_transcript_prefix_is_evaluated_once_across_the_four_tasks():
     assert set(result.values) == {"title", "summary", "satisfaction", "bullets"}
 
 
+def test_task_before_transcript_reads_the_transcript_again_for_every_task():
+    """The ablation switch: the replaced system's order loses the shared prefix."""
+    engine = small_engine(2048)
+    config = MetadataConfig(**{**QUICK.__dict__, "transcript_first": False})
+    MetadataWriter(engine, config, PROMPTS).write(DIALOGUE)
+    transcript_tokens = engine.count_tokens(DIALOGUE)
+    assert len(engine.calls) >= 4
+    assert all(c.evaluated_tokens > transcript_tokens for c in engine.calls)
+
+
 def test_transcript_three_times_the_budget_goes_through_map_reduce():
     engine = small_engine(1024)
     writer = MetadataWriter(engine, QUICK, PROMPTS)
