@@ -9,6 +9,8 @@ Every figure comes from a run of this command; nothing here is estimated. Modes:
                      (cold) cache; the clock runs from the drop to the last output in the outbox
   enrichd-warm       the same files dropped again on the now warm cache
   limit              llama.cpp's prompt and generation rates for this model here, and the resulting floor
+  recall             not a speed mode: French homophone errors injected into the corpus, and how many
+                     correction restores with every segment rewritten and through the surprise gate
 """
 
 from __future__ import annotations
@@ -33,12 +35,13 @@ from typing import Any, Callable
 import yaml
 
 from daemon.config import Config, LoggingConfig, config_to_dict
-from daemon.cpus import available_cpus, possible_plans
+from daemon.cpus import TUNED_FILE, available_cpus, possible_plans
 from daemon.engine import LlamaEngine, LlamaSettings
 from daemon.formats import parse
 from daemon.logs import setup_logging
 from daemon.model_store import ModelInfo, model_info
 from daemon.output import output_names
+from daemon.recall import run_recall
 from daemon.schema import schema_errors
 
 OLD_SYSTEM = "Tu es un assistant qui traite des transcriptions d'appels téléphoniques."
@@ -53,6 +56,7 @@ OLD_TEMPERATURE, OLD_CORRECTION_TEMPERATURE = 0.7, 0.05
 LIMIT_PROMPT_TOKENS, LIMIT_GENERATED_TOKENS = 512, 64
 
 Progress = Callable[[str], None]
+MODES = ("baseline", "baseline-allcores", "enrichd", "limit", "recall")
 
 
 @dataclass
@@ -179,7 +183,10 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str, process: sub
 
 def run_daemon_passes(files: list[Path], config: Config, work: Path, progress: Progress,
                       modes: tuple[str, ...] = ("enrichd", "enrichd-warm")) -> list[ModeResult]:
-    """`enrichd run` on a temporary spool: one cold pass, then the same files again on the warm cache."""
+    """`enrichd run` on a temporary spool: one cold pass, then the same files again on the warm cache.
+
+    A split stored by `enrichd tune --write` goes along, so `workers: auto` runs what the daemon would run.
+    """
     data = config_to_dict(config)
     data.pop("source", None)
     data["paths"] = {name: str(work / name) for name in ("inbox", "processing", "outbox", "failed", "archive", "state")}
@@ -190,6 +197,9 @@ def run_daemon_passes(files: list[Path], config: Config, work: Path, progress: P
     config_file.write_text(yaml.safe_dump(data, allow_unicode=True))
     state, inbox, outbox, staging = work / "state", work / "inbox", work / "outbox", work / "staging"
     staging.mkdir(parents=True)
+    if (config.paths.state / TUNED_FILE).is_file():
+        state.mkdir()
+        shutil.copyfile(config.paths.state / TUNED_FILE, state / TUNED_FILE)
     log = open(work / "daemon.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--config", str(config_file)],
                                stdout=log, stderr=subprocess.STDOUT)
@@ -329,6 +339,8 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
                    "segments": sum(len(parse(p).segments) for p in files)},
         "modes": {name: r.figures() for name, r in results.items()},
     }
+    if "recall" in modes:
+        report["recall"] = run_recall(config, files, model, info, len(cpus), progress)
     if "limit" in modes:
         limits = measure_limits(model, cpus, progress)
         report["limit"] = limits

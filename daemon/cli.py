@@ -218,9 +218,13 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from daemon.bench import run_bench
+    from daemon.bench import MODES, run_bench
     from daemon.model_store import model_path
 
+    unknown = set(args.modes.split(",")) - set(MODES)
+    if unknown:
+        print(f"enrichd bench: unknown mode(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODES)}", file=sys.stderr)
+        return EXIT_CONFIG
     config = _load(args)
     model = Path(args.model) if args.model else model_path(config)
     report = run_bench(config, Path(args.corpus), model, args.limit, args.modes.split(","),
@@ -285,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N files (sorted by name)")
     p.add_argument("--out", help="write the JSON report here too")
     p.add_argument("--modes", default="baseline,baseline-allcores,enrichd,limit",
-                   help="comma-separated subset of baseline, baseline-allcores, enrichd (with enrichd-warm), limit")
+                   help="comma-separated subset of baseline, baseline-allcores, enrichd (with enrichd-warm), limit, recall")
     p = add("tune", cmd_tune, "measure every worker x thread split and n_batch on a short sample")
     p.add_argument("--corpus", required=True, help="folder of transcripts")
     p.add_argument("--model", help="GGUF to use (default: the configured model)")

@@ -78,6 +78,7 @@ class CorrectionConfig:
     min_length_ratio: float = _field(0.5, 0)
     max_length_ratio: float = _field(1.6, 1)
     skip_confidence: float | None = _field(None, 0, 1)
+    surprise_threshold: float | None = _field(None, 0)
     temperature: float = _field(0.0, 0, 2)
 
 

@@ -37,6 +37,7 @@ class CorrectionStats:
     model_calls: int = 0
     batches: int = 0
     batch_splits: int = 0
+    gated: int = 0
     counts: Counter[str] = field(default_factory=Counter)
     rejections: list[dict[str, object]] = field(default_factory=list)
 
@@ -134,14 +135,14 @@ class Corrector:
         half = len(texts) // 2
         return self._correct_batch(texts[:half]) + self._correct_batch(texts[half:])
 
-    def _batches(self, indices: list[int], texts: list[str]) -> list[list[int]]:
+    def _batches(self, indices: list[int], texts: list[str], budget: int) -> list[list[int]]:
         """Consecutive segments up to the token budget; a long segment travels alone."""
         batches: list[list[int]] = []
         current: list[int] = []
         used = 0
         for i in indices:
             cost = self.engine.count_tokens(texts[i]) + 4
-            if current and used + cost > self.config.batch_tokens:
+            if current and used + cost > budget:
                 batches.append(current)
                 current, used = [], 0
             current.append(i)
@@ -149,6 +150,26 @@ class Corrector:
         if current:
             batches.append(current)
         return batches
+
+    def worst_gaps(self, indices: list[int], texts: list[str]) -> dict[int, float]:
+        """Each segment's largest logit gap: how far its least expected token trails the model's favourite.
+
+        Segments with small gaps read as the model would have written them, so a rewrite would only copy them.
+        """
+        budget = (self.engine.n_ctx - self.engine.count_tokens(self.prompts.correction_system)) // 2
+        worst: dict[int, float] = {}
+        for window in self._batches(indices, texts, budget):
+            spans, at = [], 0
+            for number, i in enumerate(window, start=1):
+                start = at + len(f"[{number}] ".encode("utf-8"))
+                at = start + len(texts[i].encode("utf-8")) + 1
+                spans.append((i, start, at - 1))
+                worst[i] = 0.0
+            for offset, gap in self.engine.surprise(self.prompts.correction_system, _batch_prompt([texts[i] for i in window])):
+                for i, start, end in spans:
+                    if start <= offset < end:
+                        worst[i] = max(worst[i], gap)
+        return worst
 
     def correct(self, segments: list[Segment], language: str) -> list[SegmentCorrection]:
         results: dict[int, SegmentCorrection] = {}
@@ -169,8 +190,17 @@ class Corrector:
                 else:
                     pending.append(i)
         total = len(segments)
+        if pending and self.config.surprise_threshold is not None:
+            threshold = self.config.surprise_threshold
+            flagged = {i for i, gap in self.worst_gaps(pending, texts).items() if gap >= threshold}
+            for i in pending:
+                if i not in flagged:
+                    results[i] = SegmentCorrection(texts[i], UNCHANGED)
+                    self._store(language, texts[i], results[i])
+            self.stats.gated += len(pending) - len(flagged)
+            pending = [i for i in pending if i in flagged]
         self._report(len(results), total)
-        for batch in self._batches(pending, texts):
+        for batch in self._batches(pending, texts, self.config.batch_tokens):
             for i, outcome in zip(batch, self._correct_batch([texts[i] for i in batch])):
                 results[i] = outcome
                 self._store(language, texts[i], outcome)

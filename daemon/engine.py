@@ -17,6 +17,8 @@ from daemon.config import Config, ModelConfig
 from daemon.errors import EngineError, ModelError
 from daemon.model_store import ModelInfo, model_path
 
+SURPRISE_ROWS = 128
+
 
 @dataclass
 class Completion:
@@ -63,6 +65,8 @@ class Engine(Protocol):
     ) -> Completion: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+    def surprise(self, system: str, user: str) -> list[tuple[int, float]]: ...
 
 
 @dataclass
@@ -175,13 +179,76 @@ class LlamaEngine:
             finish_reason=choice.get("finish_reason") or "stop",
         )
 
-    def _decode(self, tokens: list[int], start: int, all_logits: bool) -> None:
-        """Evaluate `tokens` at positions start.. in batches of n_batch; logits for the last (or all)."""
+    def _decode(self, tokens: list[int], start: int, logits_from: int | None = None) -> None:
+        """Evaluate `tokens` at positions start.. in batches of n_batch; logits for the last position and
+        for every position from `logits_from` on."""
         n_batch = self.settings.n_batch
         for offset in range(0, len(tokens), n_batch):
             chunk = tokens[offset:offset + n_batch]
-            self._batch.set_batch(chunk, start + offset, all_logits)
+            self._batch.set_batch(chunk, start + offset, False)
+            if logits_from is not None:
+                for i in range(len(chunk)):
+                    self._batch.batch.logits[i] = start + offset + i >= logits_from
+                self._batch.batch.logits[len(chunk) - 1] = True
             self._llm._ctx.decode(self._batch)
+
+    def _reusable(self, tokens: list[int], limit: int) -> int:
+        """How many leading tokens the KV cache already holds (at most `limit`)."""
+        cached = self._llm.input_ids[: self._llm.n_tokens].tolist()
+        keep = 0
+        while keep < min(len(cached), limit) and cached[keep] == tokens[keep]:
+            keep += 1
+        return keep
+
+    def _sync(self, history: list[int]) -> None:
+        """Tell llama-cpp-python what the KV cache now holds, so its own prefix reuse stays right."""
+        self._llm.input_ids[: len(history)] = history
+        self._llm.n_tokens = len(history)
+        self._llm._requires_eval = True
+
+    def surprise(self, system: str, user: str) -> list[tuple[int, float]]:
+        """For each token of `user`: its byte offset in `user`, and how far its logit trails the model's favourite.
+
+        One prompt pass, no generation: reading runs several times faster than generating on CPU, so this
+        tells cheaply which lines the model would write differently. Rows of logits are read a chunk at a
+        time to bound the output buffer (rows x vocabulary floats).
+        """
+        if self._formatter is None:
+            raise EngineError(f"{self.path.name} has no chat template: surprise scoring needs one")
+        llm = self._llm
+        started = time.perf_counter()
+        raw = self._formatter(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}]).prompt.encode("utf-8")
+        user_at = raw.find(user.encode("utf-8"))
+        if user_at < 0:
+            raise EngineError(f"the chat template of {self.path.name} does not keep the user text verbatim")
+        tokens = llm.tokenize(raw, special=True)
+        if len(tokens) > self.n_ctx:
+            raise EngineError(f"surprise prompt of {len(tokens)} tokens exceeds n_ctx {self.n_ctx}")
+        starts = np.cumsum([0] + [len(llm._model.detokenize([t], special=True)) for t in tokens[:-1]])
+        first = int(np.searchsorted(starts, user_at))
+        keep = self._reusable(tokens, max(0, first - 1))
+        gaps: list[tuple[int, float]] = []
+        history = tokens[:keep]
+        try:
+            llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+            step = min(SURPRISE_ROWS, self.settings.n_batch)
+            for offset in range(keep, len(tokens), step):
+                chunk = tokens[offset:offset + step]
+                self._decode(chunk, offset, logits_from=first - 1)
+                history += chunk
+                rows = [offset + i for i in range(len(chunk)) if offset + i >= first - 1 or i == len(chunk) - 1]
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(rows), self._n_vocab))
+                for row, position in enumerate(rows):
+                    if first <= position + 1 < len(tokens) and starts[position + 1] < user_at + len(user.encode("utf-8")):
+                        following = tokens[position + 1]
+                        gaps.append((int(starts[position + 1]) - user_at, float(logits[row].max() - logits[row, following])))
+        except RuntimeError as exc:
+            raise EngineError(f"llama.cpp failed: {exc}") from exc
+        finally:
+            self._sync(history)
+        self.stats.add(Completion(text="", prompt_tokens=len(tokens), evaluated_tokens=len(tokens) - keep,
+                                  generated_tokens=0, seconds=time.perf_counter() - started, finish_reason="stop"))
+        return gaps
 
     def _argmax(self, index: int) -> int:
         logits = np.ctypeslib.as_array(self._llm._ctx.get_logits_ith(index), shape=(self._n_vocab,))
@@ -208,10 +275,7 @@ class LlamaEngine:
         tokens = llm.tokenize(self._formatter(messages=messages).prompt.encode("utf-8"), special=True)
         if len(tokens) + max_tokens > self.n_ctx:
             raise EngineError(f"prompt of {len(tokens)} tokens plus {max_tokens} to generate exceeds n_ctx {self.n_ctx}")
-        cached = llm.input_ids[: llm.n_tokens].tolist()
-        keep = 0
-        while keep < min(len(cached), len(tokens) - 1) and cached[keep] == tokens[keep]:
-            keep += 1
+        keep = self._reusable(tokens, len(tokens) - 1)
         history = tokens[:keep]
         out: list[int] = []
         drafted = accepted = 0
@@ -224,7 +288,7 @@ class LlamaEngine:
 
         try:
             llm._ctx.kv_cache_seq_rm(-1, keep, -1)
-            self._decode(tokens[keep:], keep, all_logits=False)
+            self._decode(tokens[keep:], keep)
             history = list(tokens)
             next_token = self._argmax(self._batch.n_tokens() - 1)
             while True:
@@ -236,7 +300,7 @@ class LlamaEngine:
                     finish = reason
                     break
                 draft = self._draft(history + [next_token], len(tokens))[: max_tokens - len(out)]
-                self._decode([next_token] + draft, len(history), all_logits=True)
+                self._decode([next_token] + draft, len(history), logits_from=len(history))
                 history.append(next_token)
                 drafted += len(draft)
                 matched = 0
@@ -254,9 +318,7 @@ class LlamaEngine:
         except RuntimeError as exc:
             raise EngineError(f"llama.cpp failed: {exc}") from exc
         finally:
-            llm.input_ids[: len(history)] = history
-            llm.n_tokens = len(history)
-            llm._requires_eval = True
+            self._sync(history)
         text = llm.detokenize(out).decode("utf-8", errors="replace")
         cut = min((text.find(s) for s in stop if s in text), default=-1)
         return Completion(text=text[:cut] if cut >= 0 else text, prompt_tokens=len(tokens),

@@ -132,7 +132,8 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
         },
         "segments": {k: corrector.stats.counts.get(k, 0) for k in ("corrected", "unchanged", "rejected", "skipped", "empty")},
         "rejections": corrector.stats.rejections,
-        "correction": {"batches": corrector.stats.batches, "batch_splits": corrector.stats.batch_splits},
+        "correction": {"batches": corrector.stats.batches, "batch_splits": corrector.stats.batch_splits,
+                       "gated": corrector.stats.gated},
         "metadata": meta_stats,
         **_cache_stats(cache, before),
     }

@@ -23,10 +23,12 @@ def test_bench_report_is_complete(tmp_path):
     for name in ("dj_2022_msn.srt", "dj_2023_psy.srt"):
         (corpus / name).write_text(short_srt(SIMSAMU / name, 3))
     (tmp_path / "spool").mkdir()
-    config = write_config(tmp_path / "spool", {"logging": {"level": "INFO"}})
+    config = write_config(tmp_path / "spool", {"logging": {"level": "INFO"},
+                                               "enrichment": {"correction": {"surprise_threshold": 3.0}}})
     report_file = tmp_path / "report.json"
     result = subprocess.run([sys.executable, "-m", "daemon", "bench", "--config", str(config), "--corpus", str(corpus),
-                             "--model", str(small_model_path()), "--out", str(report_file)],
+                             "--model", str(small_model_path()), "--out", str(report_file),
+                             "--modes", "baseline,baseline-allcores,enrichd,limit,recall"],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(report_file.read_text())
@@ -44,6 +46,10 @@ def test_bench_report_is_complete(tmp_path):
                 "generation_tokens_per_second_aggregate", "floor_seconds", "efficiency",
                 "floor_seconds_with_drafts", "efficiency_with_drafts"):
         assert report["limit"][key] > 0
+    recall = report["recall"]
+    assert recall["segments"] == 6 and set(recall["runs"]) == {"rewrite_all", "gated"}
+    assert recall["runs"]["gated"]["surprise_threshold"] == 3.0 and recall["runs"]["rewrite_all"]["gated"] == 0
+    assert all(0 <= run["restored"] <= recall["injected"] for run in recall["runs"].values())
     assert report["model"]["sha256"] and report["machine"]["llama_cpp_python"] == "0.3.36"
     assert "baseline: dj_2022_msn.srt done" in result.stderr and "enrichd-warm: dj_2023_psy.enriched.json" in result.stderr
 

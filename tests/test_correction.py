@@ -172,3 +172,51 @@ def test_real_batches_keep_every_segment_in_place(small_engine):
             assert check_correction(original, outcome.text, CorrectionConfig()).status == "corrected"
     assert corrector.stats.model_calls >= 1
     assert sum(corrector.stats.counts.values()) == len(texts)
+
+
+def _gap_at(gaps: list[tuple[int, float]], user: str, word: str, occurrence: int = 0) -> float:
+    """The gap of the token that starts `word` (with its leading space) in `user`."""
+    raw, at = user.encode(), -1
+    for _ in range(occurrence + 1):
+        at = raw.index(f" {word}".encode(), at + 1)
+    return next(gap for offset, gap in gaps if offset == at)
+
+
+def test_surprise_singles_out_the_word_the_model_would_not_have_written(small_engine):
+    user = "[1] one two three four five six seven eight nine ten\n[2] one two three four five six seven banana nine ten"
+    gaps = small_engine.surprise("Repeat the lines.", user)
+    assert gaps and all(0 <= offset < len(user.encode()) and gap >= 0 for offset, gap in gaps)
+    assert [offset for offset, _ in gaps] == sorted({offset for offset, _ in gaps})
+    banana = _gap_at(gaps, user, "banana")
+    assert banana > _gap_at(gaps, user, "eight") + 2
+    assert banana > _gap_at(gaps, user, "seven", occurrence=1) + 2
+
+
+def test_surprise_leaves_the_kv_cache_consistent_for_the_next_chat(small_engine):
+    ask = dict(max_tokens=12, temperature=0.0)
+    before = small_engine.chat(PROMPTS.correction_system, "[1] bonjour je voudrais un rendez vous", **ask)
+    small_engine.surprise(PROMPTS.correction_system, "[1] il a mal au cou depuis hier\n[2] d'accord")
+    after = small_engine.chat(PROMPTS.correction_system, "[1] bonjour je voudrais un rendez vous", **ask)
+    assert after.text == before.text
+    assert 0 < after.evaluated_tokens < after.prompt_tokens
+
+
+def test_surprise_gate_rewrites_only_the_segments_over_the_threshold(small_engine):
+    texts = ["allo bonjour", "", "oui je vous écoute", "mon fils a mal o ventre", "d'accord", "il a quel âge"]
+    non_empty = [i for i, t in enumerate(texts) if t]
+    gaps = Corrector(small_engine, CorrectionConfig(), PROMPTS).worst_gaps(non_empty, texts)
+    assert set(gaps) == set(non_empty)
+    for threshold, gated in ((1e9, len(non_empty)), (0.0, 0)):
+        corrector = Corrector(small_engine, CorrectionConfig(surprise_threshold=threshold), PROMPTS)
+        result = corrector.correct(segments(*texts), "fr")
+        assert corrector.stats.gated == gated
+        assert (corrector.stats.model_calls == 0) == (gated == len(non_empty))
+        assert [r.status for r in result][1] == "empty"
+    values = sorted(set(gaps.values()))
+    middle = (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+    corrector = Corrector(small_engine, CorrectionConfig(surprise_threshold=middle), PROMPTS)
+    result = corrector.correct(segments(*texts), "fr")
+    assert corrector.stats.gated == sum(gap < middle for gap in gaps.values())
+    for i in non_empty:
+        if gaps[i] < middle:
+            assert result[i].status == "unchanged" and result[i].text == texts[i]
