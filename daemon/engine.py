@@ -18,6 +18,7 @@ from daemon.errors import EngineError, ModelError
 from daemon.model_store import ModelInfo, model_path
 
 SURPRISE_ROWS = 128
+MIN_DRAFT = 2
 
 
 @dataclass
@@ -209,9 +210,8 @@ class LlamaEngine:
     def surprise(self, system: str, user: str) -> list[tuple[int, float]]:
         """For each token of `user`: its byte offset in `user`, and how far its logit trails the model's favourite.
 
-        One prompt pass, no generation: reading runs several times faster than generating on CPU, so this
-        tells cheaply which lines the model would write differently. Rows of logits are read a chunk at a
-        time to bound the output buffer (rows x vocabulary floats).
+        One prompt pass, no generation, tells which lines the model would have written differently. Rows of
+        logits are read a chunk at a time to bound llama.cpp's output buffer (rows x vocabulary floats).
         """
         if self._formatter is None:
             raise EngineError(f"{self.path.name} has no chat template: surprise scoring needs one")
@@ -219,6 +219,7 @@ class LlamaEngine:
         started = time.perf_counter()
         raw = self._formatter(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}]).prompt.encode("utf-8")
         user_at = raw.find(user.encode("utf-8"))
+        user_end = user_at + len(user.encode("utf-8"))
         if user_at < 0:
             raise EngineError(f"the chat template of {self.path.name} does not keep the user text verbatim")
         tokens = llm.tokenize(raw, special=True)
@@ -239,7 +240,7 @@ class LlamaEngine:
                 rows = [offset + i for i in range(len(chunk)) if offset + i >= first - 1 or i == len(chunk) - 1]
                 logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(rows), self._n_vocab))
                 for row, position in enumerate(rows):
-                    if first <= position + 1 < len(tokens) and starts[position + 1] < user_at + len(user.encode("utf-8")):
+                    if first <= position + 1 < len(tokens) and starts[position + 1] < user_end:
                         following = tokens[position + 1]
                         gaps.append((int(starts[position + 1]) - user_at, float(logits[row].max() - logits[row, following])))
         except RuntimeError as exc:
@@ -279,6 +280,7 @@ class LlamaEngine:
         history = tokens[:keep]
         out: list[int] = []
         drafted = accepted = 0
+        draft_size = self.settings.lookup_tokens
         finish = "length"
 
         def end_reason() -> str | None:
@@ -299,7 +301,7 @@ class LlamaEngine:
                 if reason := end_reason():
                     finish = reason
                     break
-                draft = self._draft(history + [next_token], len(tokens))[: max_tokens - len(out)]
+                draft = self._draft(history + [next_token], len(tokens))[: min(draft_size, max_tokens - len(out))]
                 self._decode([next_token] + draft, len(history), logits_from=len(history))
                 history.append(next_token)
                 drafted += len(draft)
@@ -310,6 +312,10 @@ class LlamaEngine:
                 history += draft[:matched]
                 out += draft[:matched]
                 accepted += matched
+                # A rejected draft still costs a batch; when the answer leaves the prompt (a rewrite, a loop),
+                # draft little until drafts match again.
+                if draft:
+                    draft_size = min(self.settings.lookup_tokens, max(MIN_DRAFT, 2 * matched))
                 llm._ctx.kv_cache_seq_rm(-1, len(history), -1)
                 next_token = following
                 if reason := end_reason():

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from daemon.config import Config
-from daemon.correction import CORRECTED, WORD, Corrector
+from daemon.correction import CORRECTED, REJECTED, WORD, Corrector
 from daemon.engine import LlamaEngine, LlamaSettings
 from daemon.formats import parse
 from daemon.model_store import ModelInfo
@@ -63,13 +63,16 @@ def restored(corrected: str, injection: Injection) -> bool:
 
 def run_recall(config: Config, files: list[Path], model: Path, info: ModelInfo, threads: int,
                progress: Callable[[str], None], seed: int = 0) -> dict[str, Any]:
+    """One engine with every CPU; the gate's flag rates at several thresholds come from one scoring pass."""
     settings = LlamaSettings.from_config(config.model, threads)
     engine = LlamaEngine(model, info, settings)
     prompts = prompt_set(config.enrichment, "fr")
     rng = random.Random(seed)
     threshold = config.enrichment.correction.surprise_threshold
     rewrite_all = replace(config.enrichment.correction, surprise_threshold=None, skip_confidence=None)
-    gated = replace(rewrite_all, surprise_threshold=threshold)
+    variants = {"rewrite_all": rewrite_all}
+    if threshold is not None:
+        variants["gated"] = replace(rewrite_all, surprise_threshold=threshold)
     counts: dict[str, Any] = {"segments": 0, "injected": 0, "injected_by_swap": {},
                               "flagged_at_threshold": {str(t): {"injected": 0, "clean": 0} for t in THRESHOLDS}}
     runs: dict[str, dict[str, Any]] = {}
@@ -87,19 +90,18 @@ def run_recall(config: Config, files: list[Path], model: Path, info: ModelInfo, 
             flagged = {i for i, gap in gaps.items() if gap >= t}
             counts["flagged_at_threshold"][str(t)]["injected"] += len(flagged & wrong_segments)
             counts["flagged_at_threshold"][str(t)]["clean"] += len(flagged - wrong_segments)
-        for name, settings_ in (("rewrite_all", rewrite_all), ("gated", gated)):
-            if name == "gated" and threshold is None:
-                continue
-            corrector = Corrector(engine, settings_, prompts)
+        for name, correction in variants.items():
+            corrector = Corrector(engine, correction, prompts)
             started, generated = time.perf_counter(), engine.stats.generated_tokens
             outcomes = corrector.correct(segments, "fr")
-            run = runs.setdefault(name, {"seconds": 0.0, "restored": 0, "clean_changed": 0, "gated": 0,
-                                         "generated_tokens": 0, "surprise_threshold": settings_.surprise_threshold})
+            run = runs.setdefault(name, {"seconds": 0.0, "restored": 0, "injected_rejected": 0, "clean_changed": 0,
+                                         "gated": 0, "generated_tokens": 0, "surprise_threshold": correction.surprise_threshold})
             run["seconds"] = round(run["seconds"] + time.perf_counter() - started, 1)
             run["generated_tokens"] += engine.stats.generated_tokens - generated
             run["restored"] += sum(restored(outcomes[j.segment].text, j) for j in injections)
+            run["injected_rejected"] += sum(outcomes[i].status == REJECTED for i in wrong_segments)
             run["clean_changed"] += sum(outcomes[i].status == CORRECTED for i in non_empty if i not in wrong_segments)
             run["gated"] += corrector.stats.gated
-        runs_done = ", ".join(f"{n} restored {r['restored']}" for n, r in runs.items())
+        runs_done = ", ".join(f"{n} restored {r['restored']} in {r['seconds']} s" for n, r in runs.items())
         progress(f"recall: {path.name}: {len(injections)} errors injected; {runs_done} so far")
     return counts | {"runs": runs, "seed": seed, "injection_rate": INJECTION_RATE}
