@@ -159,8 +159,8 @@ def run_baseline(files: list[Path], model: Path, info: ModelInfo, threads: int, 
         wall = time.perf_counter() - started
         stats = engine.stats
         del engine
-    return ModeResult(mode, len(files), wall, stats.prompt_tokens, stats.evaluated_tokens, stats.generated_tokens,
-                      sampler.peak / 2**20, fields_null=nulls, stage_seconds=stages,
+    return ModeResult(mode, len(files), wall, prompt_tokens=stats.prompt_tokens, evaluated_tokens=stats.evaluated_tokens,
+                      generated_tokens=stats.generated_tokens, peak_rss_mb=sampler.peak / 2**20, fields_null=nulls, stage_seconds=stages,
                       settings={"n_threads": threads, "n_ctx": 2048, "n_batch": 512, "flash_attn": False})
 
 
