@@ -100,6 +100,16 @@ def _batch_prompt(texts: list[str]) -> str:
     return "\n".join(f"[{i}] {text}" for i, text in enumerate(texts, start=1))
 
 
+def _line_spans(texts: list[str]) -> list[tuple[int, int]]:
+    """Where each text sits in `_batch_prompt(texts)`, as UTF-8 byte offsets (after its `[n] ` label)."""
+    spans, at = [], 0
+    for number, text in enumerate(texts, start=1):
+        start = at + len(f"[{number}] ".encode("utf-8"))
+        at = start + len(text.encode("utf-8")) + 1
+        spans.append((start, at - 1))
+    return spans
+
+
 @dataclass
 class Corrector:
     engine: Engine
@@ -159,14 +169,11 @@ class Corrector:
         budget = (self.engine.n_ctx - self.engine.count_tokens(self.prompts.correction_system)) // 2
         worst: dict[int, float] = {}
         for window in self._batches(indices, texts, budget):
-            spans, at = [], 0
-            for number, i in enumerate(window, start=1):
-                start = at + len(f"[{number}] ".encode("utf-8"))
-                at = start + len(texts[i].encode("utf-8")) + 1
-                spans.append((i, start, at - 1))
-                worst[i] = 0.0
-            for offset, gap in self.engine.surprise(self.prompts.correction_system, _batch_prompt([texts[i] for i in window])):
-                for i, start, end in spans:
+            lines = [texts[i] for i in window]
+            spans = list(zip(window, _line_spans(lines)))
+            worst.update(dict.fromkeys(window, 0.0))
+            for offset, gap in self.engine.surprise(self.prompts.correction_system, _batch_prompt(lines)):
+                for i, (start, end) in spans:
                     if start <= offset < end:
                         worst[i] = max(worst[i], gap)
         return worst
@@ -191,8 +198,7 @@ class Corrector:
                     pending.append(i)
         total = len(segments)
         if pending and self.config.surprise_threshold is not None:
-            threshold = self.config.surprise_threshold
-            flagged = {i for i, gap in self.worst_gaps(pending, texts).items() if gap >= threshold}
+            flagged = {i for i, gap in self.worst_gaps(pending, texts).items() if gap >= self.config.surprise_threshold}
             for i in pending:
                 if i not in flagged:
                     results[i] = SegmentCorrection(texts[i], UNCHANGED)

@@ -220,3 +220,11 @@ def test_surprise_gate_rewrites_only_the_segments_over_the_threshold(small_engin
     for i in non_empty:
         if gaps[i] < middle:
             assert result[i].status == "unchanged" and result[i].text == texts[i]
+
+
+def test_line_spans_point_at_each_text_inside_the_batch_prompt():
+    from daemon.correction import _batch_prompt, _line_spans
+
+    texts = ["ça brûle", "il a mal au cou", "", "d'accord"] + [f"ligne {i}" for i in range(12)]
+    raw = _batch_prompt(texts).encode("utf-8")
+    assert [raw[start:end].decode("utf-8") for start, end in _line_spans(texts)] == texts
