@@ -218,7 +218,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from daemon.bench import MODES, run_bench
+    from daemon.tools.bench import MODES, run_bench
     from daemon.model_store import model_path
 
     unknown = set(args.modes.split(",")) - set(MODES)
@@ -228,7 +228,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     config = _load(args)
     model = Path(args.model) if args.model else model_path(config)
     report = run_bench(config, Path(args.corpus), model, args.limit, args.modes.split(","),
-                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+                       progress=lambda line: print(line, file=sys.stderr, flush=True),
+                       seeds=tuple(int(s) for s in args.seeds.split(",")), injection_rate=args.injection_rate)
     text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
@@ -237,7 +238,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from daemon.bench import run_tune
+    from daemon.tools.bench import run_tune
     from daemon.cpus import write_tuned
     from daemon.model_store import model_path
 
@@ -290,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the JSON report here too")
     p.add_argument("--modes", default="baseline,baseline-allcores,enrichd,limit",
                    help="comma-separated subset of baseline, baseline-allcores, enrichd (with enrichd-warm), limit, recall")
+    p.add_argument("--seeds", default="0,1,2", help="with recall: the seeds of the injected errors (default 0,1,2)")
+    p.add_argument("--injection-rate", type=float, default=0.2,
+                   help="with recall: share of the segments that admit an error which get one (default 0.2)")
     p = add("tune", cmd_tune, "measure every worker x thread split and n_batch on a short sample")
     p.add_argument("--corpus", required=True, help="folder of transcripts")
     p.add_argument("--model", help="GGUF to use (default: the configured model)")

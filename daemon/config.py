@@ -73,6 +73,14 @@ class ModelConfig:
 @dataclass
 class CorrectionConfig:
     enabled: bool = True
+    mode: Literal["score", "rewrite", "both"] = "score"
+    score_tokens: int = _field(8, 0, 256)
+    prune_nats: float | None = _field(8.0, 0)
+    chunk_tokens: int = _field(256, 1)
+    score_batch: bool = True
+    confusion_files: list[str] = _field([])
+    margins: dict[str, float] = _field({}, 0)
+    first_token_margin: float | None = 0.0
     batch_tokens: int = _field(400, 16)
     min_similarity: float = _field(0.6, 0, 1)
     min_length_ratio: float = _field(0.5, 0)
@@ -191,10 +199,11 @@ def _convert(value: Any, tp: Any, key: str, meta: dict[str, Any], problems: list
             return []
         return list(value)
     if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            problems.append(f"{key}: expected a mapping of strings, got {value!r}")
+        value_type = typing.get_args(tp)[1]
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            problems.append(f"{key}: expected a mapping of {_type_name(value_type)}, got {value!r}")
             return {}
-        return dict(value)
+        return {k: _convert(v, value_type, f"{key}.{k}", meta, problems) for k, v in value.items()}
     if tp is Path:
         if not isinstance(value, str) or not value:
             problems.append(f"{key}: expected a path, got {value!r}")

@@ -16,8 +16,7 @@ from typing import Any, Callable
 from daemon.config import MetadataConfig, TaskSettings
 from daemon.engine import Engine
 from daemon.prompts import Prompts, fenced
-
-WORD = re.compile(r"[\w'’-]+")
+from daemon.text import words
 BULLET = re.compile(r"^\s*(?:[-*•·–]|\d+[.)])\s*(.+)$")
 SCORE = re.compile(r"(?:note|score|satisfaction)\s*[:=]?\s*\**\s*([1-5])\b|\b([1-5])\s*/\s*5\b", re.IGNORECASE)
 LONE_DIGIT = re.compile(r"\b([1-5])\b")
@@ -34,10 +33,6 @@ Progress = Callable[[str], None]
 
 class Invalid(Exception):
     """An answer that fails validation; the message is the reason recorded in stats."""
-
-
-def words(text: str) -> list[str]:
-    return [w.lower() for w in WORD.findall(text)]
 
 
 @dataclass

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.correction.outcomes import EMPTY, SKIPPED
 from daemon.errors import OutputError
 from daemon.schema import schema_errors
 from daemon.transcript import Transcript
@@ -22,6 +23,7 @@ MARKDOWN_SUFFIX = ".enriched.md"
 class SegmentOutcome:
     text: str
     status: str
+    edits: list[dict[str, Any]] = field(default_factory=list)
 
 
 def build_output(
@@ -35,11 +37,13 @@ def build_output(
     """Stable key order; `outcomes` None means not corrected (every segment `skipped`)."""
     segments = []
     for i, segment in enumerate(transcript.segments):
-        outcome = outcomes[i] if outcomes else SegmentOutcome(segment.text, "skipped" if segment.text.strip() else "empty")
+        outcome = outcomes[i] if outcomes else SegmentOutcome(segment.text, SKIPPED if segment.text.strip() else EMPTY)
         entry: dict[str, Any] = {
             "index": segment.index, "start": segment.start, "end": segment.end, "speaker": segment.speaker,
             "text": outcome.text, "original_text": segment.text, "correction": outcome.status,
         }
+        if outcome.edits:
+            entry["edits"] = outcome.edits
         if segment.confidence is not None:
             entry["confidence"] = round(segment.confidence, 4)
         segments.append(entry)

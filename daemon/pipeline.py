@@ -8,24 +8,37 @@ model call is really needed, so a whole-file cache hit loads nothing.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 from daemon import __version__
 from daemon.cache import Cache, cache_counts
-from daemon.config import Config
-from daemon.correction import Corrector
-from daemon.engine import Engine, EngineStats
+from daemon.config import Config, EnrichmentConfig
+from daemon.correction import STATUSES, Corrector, confusion_sets
+from daemon.engine import Engine
 from daemon.language import detect_language
 from daemon.metadata import MetadataWriter
 from daemon.model_store import ModelInfo
 from daemon.output import SegmentOutcome, build_output
-from daemon.prompts import prompt_set, prompt_version
+from daemon.prompts import LANGUAGES, prompt_set
 from daemon.transcript import Transcript
 
 ProgressReport = Callable[[str], None]
+
+
+def prompt_version(config: EnrichmentConfig) -> str:
+    """Short hash of every prompt text, confusion set and generation parameter: changes whenever outputs could."""
+    material: dict[str, Any] = {
+        "prompts": {lang: asdict(prompt_set(config, lang)) for lang in LANGUAGES},
+        "correction": asdict(config.correction),
+        "confusions": {lang: confusion_sets(config.correction, lang).digest for lang in LANGUAGES},
+        "metadata": asdict(config.metadata),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -36,10 +49,10 @@ class EnrichContext:
     model: ModelInfo
     engine: Callable[[], Engine]
     cache: Cache | None = None
+    prompt_version: str = field(init=False)
 
-    @property
-    def prompt_version(self) -> str:
-        return prompt_version(self.config.enrichment)
+    def __post_init__(self) -> None:
+        self.prompt_version = prompt_version(self.config.enrichment)
 
     def parameters(self) -> dict[str, Any]:
         model = self.config.model
@@ -88,10 +101,9 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
     enrichment = context.config.enrichment
     language = detect_language(" ".join(s.text for s in transcript.segments[:200]),
                                transcript.language if enrichment.language == "auto" else enrichment.language)
-    transcript.language = language
     prompts = prompt_set(enrichment, language)
     engine = context.engine()
-    engine_before = EngineStats(**asdict(engine.stats))
+    engine_before = engine.stats.copy()
 
     def report(message: str) -> None:
         if progress:
@@ -119,29 +131,27 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
     meta_stats["null_reasons"] = metadata["null_reasons"]
     t_meta = time.perf_counter() - t0
 
-    used = engine.stats
+    used = engine.stats - engine_before
+    correction = corrector.stats
     stats = {
         "cache": "miss" if cache is not None else "disabled",
-        "model_calls": used.calls - engine_before.calls,
-        "tokens": {
-            "prompt": used.prompt_tokens - engine_before.prompt_tokens,
-            "evaluated": used.evaluated_tokens - engine_before.evaluated_tokens,
-            "generated": used.generated_tokens - engine_before.generated_tokens,
-            "drafted": used.drafted_tokens - engine_before.drafted_tokens,
-            "accepted": used.accepted_tokens - engine_before.accepted_tokens,
-        },
-        "segments": {k: corrector.stats.counts.get(k, 0) for k in ("corrected", "unchanged", "rejected", "skipped", "empty")},
-        "rejections": corrector.stats.rejections,
-        "correction": {"batches": corrector.stats.batches, "batch_splits": corrector.stats.batch_splits,
-                       "gated": corrector.stats.gated},
+        "model_calls": used.calls,
+        "tokens": {"prompt": used.prompt_tokens, "evaluated": used.evaluated_tokens, "generated": used.generated_tokens,
+                   "drafted": used.drafted_tokens, "accepted": used.accepted_tokens},
+        "segments": {k: correction.counts.get(k, 0) for k in STATUSES},
+        "rejections": correction.rejections,
+        "correction": {"mode": enrichment.correction.mode, "batches": correction.batches,
+                       "batch_splits": correction.batch_splits, "gated": correction.gated,
+                       "candidates": correction.candidates, "pruned": correction.pruned,
+                       "branches": correction.branches},
         "metadata": meta_stats,
         **_cache_stats(cache, before),
     }
     timings = {"parse": parse_seconds, "correction": t_correct, "metadata": t_meta,
                "total": time.perf_counter() - started + parse_seconds}
     output = build_output(
-        transcript,
-        [SegmentOutcome(c.text, c.status) for c in corrections],
+        replace(transcript, language=language),
+        [SegmentOutcome(c.text, c.status, [change.as_dict() for change in c.changes]) for c in corrections],
         metadata["values"] if enrichment.metadata.enabled else None,
         _provenance(context), timings, stats,
     )

@@ -1,4 +1,4 @@
-"""Every prompt text, in French and English, and the version hash that goes into outputs and cache keys.
+"""Every prompt text, in French and English, with the overrides the configuration makes.
 
 Fixed instructions come first and the variable text last, so llama.cpp's prefix reuse skips
 re-reading them; the transcript is fenced as data so that what it says cannot become the task.
@@ -6,10 +6,7 @@ re-reading them; the transcript is fenced as data so that what it says cannot be
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from daemon.config import EnrichmentConfig
 
@@ -97,15 +94,8 @@ def unknown_prompt_keys(config: EnrichmentConfig) -> list[str]:
     return sorted(set(config.prompts) - valid)
 
 
+FENCE_OPEN, FENCE_CLOSE = "<transcription>\n", "</transcription>"
+
+
 def fenced(dialogue: str) -> str:
-    return f"<transcription>\n{dialogue}\n</transcription>"
-
-
-def prompt_version(config: EnrichmentConfig) -> str:
-    """Short hash of every prompt text and generation parameter: changes whenever outputs could."""
-    material: dict[str, Any] = {
-        "prompts": {lang: asdict(prompt_set(config, lang)) for lang in LANGUAGES},
-        "correction": asdict(config.correction),
-        "metadata": asdict(config.metadata),
-    }
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{FENCE_OPEN}{dialogue}\n{FENCE_CLOSE}"

@@ -14,6 +14,11 @@ class Segment:
     speaker: str | None = None
     confidence: float | None = None
 
+    def line(self, text: str | None = None) -> str:
+        """The turn as a line of the dialogue, with its speaker; `text` in place of its own (a correction)."""
+        text = self.text if text is None else text
+        return f"{self.speaker}: {text}" if self.speaker else text
+
 
 @dataclass
 class Transcript:
@@ -30,5 +35,5 @@ class Transcript:
         lines = []
         for segment, text in zip(self.segments, texts or [s.text for s in self.segments]):
             if text.strip():
-                lines.append(f"{segment.speaker}: {text}" if segment.speaker else text)
+                lines.append(segment.line(text))
         return "\n".join(lines)

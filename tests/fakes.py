@@ -10,14 +10,41 @@ import os
 import re
 import signal
 import time
+import zlib
 from dataclasses import dataclass, field
+from typing import Collection, Mapping, Sequence
 
 from daemon.config import Config
-from daemon.engine import Completion, EngineFactory, EngineStats
+from daemon.engine import Branch, Completion, EngineFactory, EngineStats, StepScores
 from daemon.model_store import ModelInfo
 
 NUMBERED = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
+PIECE = re.compile(r"\s*\S+|\s+")
 SLOW_SECONDS = 4.0
+
+
+def word_tokens(text: str) -> list[int]:
+    """A stand-in tokenizer: one token per word with its leading spaces, the same id for the same piece."""
+    return [zlib.crc32(piece.encode()) % 50_000 for piece in PIECE.findall(text)]
+
+
+@dataclass
+class FlatStream:
+    """A scoring stream that finds every token equally likely: no candidate ever gains."""
+
+    length: int
+    stats: EngineStats
+
+    def step(self, extend: Sequence[int], queries: Mapping[int, Collection[int]], branches: Sequence[Branch]) -> StepScores:
+        self.length += len(extend)
+        self.stats.add(Completion("", len(extend), len(extend), 0, 0.0, "stop"))
+        return StepScores({p: dict.fromkeys(tokens, 0.0) for p, tokens in queries.items()}, [0.0] * len(branches))
+
+    def truncate(self, length: int) -> None:
+        self.length = length
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass
@@ -28,6 +55,15 @@ class FakeEngine:
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)
+
+    def tokenize(self, text: str) -> list[int]:
+        return word_tokens(text)
+
+    def render(self, system: str, user: str) -> str:
+        return f"{system}\n\n{user}"
+
+    def stream(self, prefix: str) -> FlatStream:
+        return FlatStream(len(word_tokens(prefix)), self.stats)
 
     def chat(self, system: str, user: str, *, max_tokens: int, temperature: float,
              stop: list[str] | None = None, repeat_penalty: float = 1.0, copies_prompt: bool = False) -> Completion:

@@ -23,12 +23,12 @@ def test_bench_report_is_complete(tmp_path):
     for name in ("dj_2022_msn.srt", "dj_2023_psy.srt"):
         (corpus / name).write_text(short_srt(SIMSAMU / name, 3))
     (tmp_path / "spool").mkdir()
-    config = write_config(tmp_path / "spool", {"logging": {"level": "INFO"},
-                                               "enrichment": {"correction": {"surprise_threshold": 3.0}}})
+    config = write_config(tmp_path / "spool", {"logging": {"level": "INFO"}})
     report_file = tmp_path / "report.json"
     result = subprocess.run([sys.executable, "-m", "daemon", "bench", "--config", str(config), "--corpus", str(corpus),
                              "--model", str(small_model_path()), "--out", str(report_file),
-                             "--modes", "baseline,baseline-allcores,enrichd,limit,recall"],
+                             "--modes", "baseline,baseline-allcores,enrichd,limit,recall", "--seeds", "0,1",
+                             "--injection-rate", "1.0"],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(report_file.read_text())
@@ -47,9 +47,13 @@ def test_bench_report_is_complete(tmp_path):
                 "floor_seconds_with_drafts", "efficiency_with_drafts"):
         assert report["limit"][key] > 0
     recall = report["recall"]
-    assert recall["segments"] == 6 and set(recall["runs"]) == {"rewrite_all", "gated"}
-    assert recall["runs"]["gated"]["surprise_threshold"] == 3.0 and recall["runs"]["rewrite_all"]["gated"] == 0
-    assert all(0 <= run["restored"] <= recall["injected"] for run in recall["runs"].values())
+    assert recall["mode"] == "score" and recall["seeds"] == [0, 1] and set(recall["runs"]) == {"clean", "seed 0", "seed 1"}
+    assert recall["injected"] > 0 and recall["restored"] + recall["missed"] + recall["wrong_edit"] == recall["injected"]
+    assert sum(sum(counts.values()) for counts in recall["by_kind"].values()) == recall["injected"]
+    assert sum(sum(counts.values()) for counts in recall["by_pair"].values()) == recall["injected"]
+    assert all(run["segments"] == 6 and run["wer_before"] >= 0 for run in recall["runs"].values())
+    assert recall["runs"]["clean"]["wer_before"] == 0 and recall["runs"]["seed 0"]["wer_before"] > 0
+    assert set(recall["margins"]) == {"injected_runs", "clean_run"}
     assert report["model"]["sha256"] and report["machine"]["llama_cpp_python"] == "0.3.36"
     assert "baseline: dj_2022_msn.srt done" in result.stderr and "enrichd-warm: dj_2023_psy.enriched.json" in result.stderr
 

@@ -1,4 +1,4 @@
-"""Batched correction: answers mapped back by number, guardrails, and real batches with the test model."""
+"""The rewrite corrector: answers mapped back by number, guardrails, the surprise gate, real batches with the test model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Callable
 import pytest
 
 from daemon.config import CorrectionConfig
-from daemon.correction import Corrector, check_correction, parse_numbered_answer
+from daemon.correction import Corrector
+from daemon.correction.rewrite import Rewriter, _batch_prompt, _line_spans, check_correction, parse_numbered_answer
 from daemon.engine import Completion, EngineStats
 from daemon.model_store import ModelInfo
 from daemon.prompts import DEFAULTS, Prompts
@@ -55,9 +56,13 @@ def numbered(lines: list[str]) -> str:
     return "\n".join(f"[{i}] {t}" for i, t in enumerate(lines, start=1))
 
 
+def rewrite(**config) -> CorrectionConfig:
+    return CorrectionConfig(mode="rewrite", **config)
+
+
 def run(answer: Callable[[list[str]], str], texts: list[str], **config) -> tuple[list, Corrector, ScriptedEngine]:
     engine = ScriptedEngine(answer)
-    corrector = Corrector(engine, CorrectionConfig(**config), PROMPTS)
+    corrector = Corrector(engine, rewrite(**config), PROMPTS)
     return corrector.correct(segments(*texts), "fr"), corrector, engine
 
 
@@ -106,7 +111,7 @@ def test_only_empty_segments_means_no_model_call_at_all():
 
 def test_confident_segments_are_skipped_when_configured():
     engine = ScriptedEngine(lambda lines: numbered(fixed(lines)))
-    corrector = Corrector(engine, CorrectionConfig(skip_confidence=0.9), PROMPTS)
+    corrector = Corrector(engine, rewrite(skip_confidence=0.9), PROMPTS)
     segs = segments("sa va", "il a mal o ventre")
     segs[0].confidence = 0.95
     segs[1].confidence = 0.5
@@ -152,7 +157,8 @@ def test_parse_numbered_answer():
 
 @pytest.fixture(scope="module")
 def small_engine():
-    from daemon.engine import LlamaEngine, LlamaSettings
+    from daemon.engine.llama import LlamaEngine
+    from daemon.engine.runtime import LlamaSettings
     from tests.conftest import small_model_path
 
     return LlamaEngine(small_model_path(), ModelInfo("SmolLM2", "smol.gguf", "x"), LlamaSettings(n_ctx=2048, n_threads=2))
@@ -161,7 +167,7 @@ def small_engine():
 def test_real_batches_keep_every_segment_in_place(small_engine):
     """The small test model often breaks the format: whatever it answers, nothing moves."""
     texts = ["allo bonjour", "", "oui je vous écoute", "mon fils a mal o ventre", "d'accord", "il a quel âge"]
-    corrector = Corrector(small_engine, CorrectionConfig(batch_tokens=40), PROMPTS)
+    corrector = Corrector(small_engine, rewrite(batch_tokens=40), PROMPTS)
     result = corrector.correct(segments(*texts), "fr")
     assert len(result) == len(texts)
     assert result[1].status == "empty"
@@ -204,17 +210,17 @@ def test_surprise_leaves_the_kv_cache_consistent_for_the_next_chat(small_engine)
 def test_surprise_gate_rewrites_only_the_segments_over_the_threshold(small_engine):
     texts = ["allo bonjour", "", "oui je vous écoute", "mon fils a mal o ventre", "d'accord", "il a quel âge"]
     non_empty = [i for i, t in enumerate(texts) if t]
-    gaps = Corrector(small_engine, CorrectionConfig(), PROMPTS).worst_gaps(non_empty, texts)
+    gaps = Rewriter(small_engine, rewrite(), PROMPTS).worst_gaps(non_empty, texts)
     assert set(gaps) == set(non_empty)
     for threshold, gated in ((1e9, len(non_empty)), (0.0, 0)):
-        corrector = Corrector(small_engine, CorrectionConfig(surprise_threshold=threshold), PROMPTS)
+        corrector = Corrector(small_engine, rewrite(surprise_threshold=threshold), PROMPTS)
         result = corrector.correct(segments(*texts), "fr")
         assert corrector.stats.gated == gated
         assert (corrector.stats.model_calls == 0) == (gated == len(non_empty))
         assert [r.status for r in result][1] == "empty"
     values = sorted(set(gaps.values()))
     middle = (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
-    corrector = Corrector(small_engine, CorrectionConfig(surprise_threshold=middle), PROMPTS)
+    corrector = Corrector(small_engine, rewrite(surprise_threshold=middle), PROMPTS)
     result = corrector.correct(segments(*texts), "fr")
     assert corrector.stats.gated == sum(gap < middle for gap in gaps.values())
     for i in non_empty:
@@ -223,8 +229,6 @@ def test_surprise_gate_rewrites_only_the_segments_over_the_threshold(small_engin
 
 
 def test_line_spans_point_at_each_text_inside_the_batch_prompt():
-    from daemon.correction import _batch_prompt, _line_spans
-
     texts = ["ça brûle", "il a mal au cou", "", "d'accord"] + [f"ligne {i}" for i in range(12)]
     raw = _batch_prompt(texts).encode("utf-8")
     assert [raw[start:end].decode("utf-8") for start, end in _line_spans(texts)] == texts

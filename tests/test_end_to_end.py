@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from daemon.formats import parse
-from daemon.metadata import SourceText, words
+from daemon.metadata import SourceText
 from daemon.schema import schema_errors
+from daemon.text import WORD, words
 from tests.conftest import (
     DEFAULT_MODEL,
     ROOT,
@@ -38,7 +39,12 @@ def check_output(output: dict, source: Path) -> None:
         [(s.index, s.start, s.end, s.speaker, s.text) for s in original.segments]
     for segment in output["segments"]:
         if segment["correction"] in ("rejected", "unchanged", "skipped", "empty"):
-            assert segment["text"] == segment["original_text"]
+            assert segment["text"] == segment["original_text"] and "edits" not in segment
+        for edit in segment.get("edits", []):
+            if edit["gain"] is not None:  # a scored edit replaces one word and leaves the others as they were
+                before, after = WORD.findall(segment["original_text"]), WORD.findall(segment["text"])
+                assert before[edit["word"]] == edit["from"] and after[edit["word"]] == edit["to"]
+                assert len(before) == len(after)
 
 
 def test_enrichd_run_with_the_real_test_model(spool):

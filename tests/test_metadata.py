@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from daemon.config import MetadataConfig, TaskSettings
-from daemon.engine import Completion, LlamaEngine, LlamaSettings
+from daemon.engine import Completion
+from daemon.engine.llama import LlamaEngine
+from daemon.engine.runtime import LlamaSettings
 from daemon.metadata import (
     Invalid,
     MetadataWriter,

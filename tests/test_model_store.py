@@ -8,7 +8,8 @@ import sys
 import pytest
 from loguru import logger
 
-from daemon.engine import LlamaEngine, LlamaSettings
+from daemon.engine.llama import LlamaEngine
+from daemon.engine.runtime import LlamaSettings
 from daemon.errors import ModelError
 from daemon.model_store import DEFAULT_MODEL, ModelInfo, model_info
 from tests.conftest import DEFAULT_MODEL as INSTALLED_DEFAULT, ROOT, small_model_path

@@ -9,8 +9,8 @@ Every figure comes from a run of this command; nothing here is estimated. Modes:
                      (cold) cache; the clock runs from the drop to the last output in the outbox
   enrichd-warm       the same files dropped again on the now warm cache
   limit              llama.cpp's prompt and generation rates for this model here, and the resulting floor
-  recall             not a speed mode: French homophone errors injected into the corpus, and how many
-                     correction restores with every segment rewritten and through the surprise gate
+  recall             not a speed mode: French sound-alike errors injected into the corpus (confusion sets read
+                     backwards), and what the configured correction restores, misses and changes in clean text
 """
 
 from __future__ import annotations
@@ -36,13 +36,15 @@ import yaml
 
 from daemon.config import Config, LoggingConfig, config_to_dict
 from daemon.cpus import TUNED_FILE, available_cpus, possible_plans
-from daemon.engine import LlamaEngine, LlamaSettings
+from daemon.engine.llama import LlamaEngine
+from daemon.engine.runtime import LlamaSettings
 from daemon.formats import parse
 from daemon.logs import setup_logging
 from daemon.model_store import ModelInfo, model_info
 from daemon.output import output_names
-from daemon.recall import run_recall
 from daemon.schema import schema_errors
+from daemon.status import read_status
+from daemon.tools.recall import run_recall
 
 OLD_SYSTEM = "Tu es un assistant qui traite des transcriptions d'appels téléphoniques."
 OLD_CORRECT = "Corrige les erreurs de transcription dans le texte suivant et renvoie uniquement le texte corrigé :"
@@ -125,9 +127,11 @@ class RssSampler:
         self._thread.join()
 
 
-def run_baseline(files: list[Path], model: Path, info: ModelInfo, threads: int, mode: str, progress: Progress) -> ModeResult:
-    """The replaced system, reproduced: per-segment correction calls, then four full-transcript calls."""
-    settings = LlamaSettings(n_ctx=2048, n_batch=512, n_threads=threads, flash_attn=False)
+def run_baseline(files: list[Path], model: Path, info: ModelInfo, threads: int, batch_threads: int, mode: str,
+                 progress: Progress) -> ModeResult:
+    """The replaced system, reproduced: per-segment correction calls, then four full-transcript calls. It set
+    `n_threads` only; llama-cpp-python's default `n_threads_batch` evaluated its prompts on every CPU."""
+    settings = LlamaSettings(n_ctx=2048, n_batch=512, n_threads=threads, n_threads_batch=batch_threads, flash_attn=False)
     with RssSampler(os.getpid()) as sampler:
         engine = LlamaEngine(model, info, settings)
         budget = settings.n_ctx - max(t for _, t in OLD_TASKS.values()) - 64
@@ -161,14 +165,8 @@ def run_baseline(files: list[Path], model: Path, info: ModelInfo, threads: int, 
         del engine
     return ModeResult(mode, len(files), wall, prompt_tokens=stats.prompt_tokens, evaluated_tokens=stats.evaluated_tokens,
                       generated_tokens=stats.generated_tokens, peak_rss_mb=sampler.peak / 2**20, fields_null=nulls, stage_seconds=stages,
-                      settings={"n_threads": threads, "n_ctx": 2048, "n_batch": 512, "flash_attn": False})
-
-
-def _status(state: Path) -> dict[str, Any]:
-    try:
-        return json.loads((state / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
+                      settings={"n_threads": threads, "n_threads_batch": batch_threads, "n_ctx": 2048, "n_batch": 512,
+                                "flash_attn": False})
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen[bytes]) -> None:
@@ -207,7 +205,7 @@ def run_daemon_passes(files: list[Path], config: Config, work: Path, progress: P
     try:
         with RssSampler(process.pid) as sampler:
             def workers_ready() -> bool:
-                status = _status(state)
+                status = read_status(state)[0] or {}
                 return status.get("pid") == process.pid and all(w["state"] == "idle" for w in status.get("workers", [{"state": "?"}]))
 
             _wait(workers_ready, 600, "workers ready", process)
@@ -265,25 +263,16 @@ def _collect(mode: str, files: list[Path], outbox: Path, wall: float, peak: int,
 def _generation_rate(model: str, threads: int, cpus: list[int], results: Any) -> None:
     os.sched_setaffinity(0, cpus)
     setup_logging(LoggingConfig(level="WARNING"))
-    llm = LlamaEngine(Path(model), ModelInfo("", "", ""), LlamaSettings(n_ctx=1024, n_threads=threads))._llm
-    llm.create_completion("Il était une fois", max_tokens=1)
-    started = time.perf_counter()
-    out = llm.create_completion("Raconte une longue histoire : il était une fois", max_tokens=LIMIT_GENERATED_TOKENS,
-                                temperature=0.0, top_k=1)
-    results.put(out["usage"]["completion_tokens"] / (time.perf_counter() - started))
+    engine = LlamaEngine(Path(model), ModelInfo("", "", ""), LlamaSettings(n_ctx=1024, n_threads=threads))
+    results.put(engine.generation_rate("Raconte une longue histoire : il était une fois", LIMIT_GENERATED_TOKENS))
 
 
 def measure_limits(model: Path, cpus: list[int], progress: Progress) -> dict[str, float]:
     """Prompt tokens/s with every CPU (batch of 512), and generation tokens/s: one sequence on every CPU,
     and the aggregate of one single-threaded process per CPU running at once."""
     engine = LlamaEngine(model, ModelInfo("", "", ""), LlamaSettings(n_ctx=1024, n_batch=512, n_threads=len(cpus)))
-    llm = engine._llm
-    tokens = (llm.tokenize("Bonjour, je vous appelle au sujet de ma facture. ".encode(), add_bos=True) * 64)[:LIMIT_PROMPT_TOKENS]
-    llm.reset()
-    started = time.perf_counter()
-    llm.eval(tokens)
-    prompt_rate = len(tokens) / (time.perf_counter() - started)
-    del engine, llm
+    prompt_rate = engine.prompt_rate("Bonjour, je vous appelle au sujet de ma facture. ", LIMIT_PROMPT_TOKENS)
+    engine.close()
     spawn = multiprocessing.get_context("spawn")
     rates: dict[str, float] = {"prompt_tokens_per_second": round(prompt_rate, 2)}
     for label, plan in (("generation_tokens_per_second_one_sequence", [cpus]),
@@ -313,8 +302,13 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
 
 
-def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, modes: list[str], progress: Progress) -> dict[str, Any]:
-    files = sorted(p for p in corpus.iterdir() if p.suffix.lower() in (".json", ".srt", ".vtt", ".txt"))
+def corpus_files(corpus: Path, config: Config) -> list[Path]:
+    return sorted(p for p in corpus.iterdir() if p.suffix.lower() in config.queue.extensions)
+
+
+def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, modes: list[str], progress: Progress,
+              seeds: tuple[int, ...] = (0, 1, 2), injection_rate: float = 0.2) -> dict[str, Any]:
+    files = corpus_files(corpus, config)
     if limit:
         files = files[:limit]
     if not files:
@@ -324,9 +318,9 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
     config.model.path = model
     results: dict[str, ModeResult] = {}
     if "baseline" in modes:
-        results["baseline"] = run_baseline(files, model, info, max(1, len(cpus) - 1), "baseline", progress)
+        results["baseline"] = run_baseline(files, model, info, max(1, len(cpus) - 1), len(cpus), "baseline", progress)
     if "baseline-allcores" in modes:
-        results["baseline-allcores"] = run_baseline(files, model, info, len(cpus), "baseline-allcores", progress)
+        results["baseline-allcores"] = run_baseline(files, model, info, len(cpus), len(cpus), "baseline-allcores", progress)
     if "enrichd" in modes:
         with tempfile.TemporaryDirectory(prefix="enrichd-bench-") as work:
             for result in run_daemon_passes(files, config, Path(work), progress):
@@ -340,7 +334,9 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
         "modes": {name: r.figures() for name, r in results.items()},
     }
     if "recall" in modes:
-        report["recall"] = run_recall(config, files, model, info, len(cpus), progress)
+        engine = LlamaEngine(model, info, LlamaSettings.from_config(config.model, len(cpus)))
+        report["recall"] = run_recall(config, files, engine, progress, seeds, injection_rate)
+        engine.close()
     if "limit" in modes:
         limits = measure_limits(model, cpus, progress)
         report["limit"] = limits
@@ -366,7 +362,7 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
 
 def run_tune(config: Config, corpus: Path, model: Path, limit: int, progress: Progress) -> list[dict[str, Any]]:
     """Every worker x thread split that fits the CPUs, with n_batch 256 and 512, on a short sample."""
-    files = sorted(p for p in corpus.iterdir() if p.suffix.lower() in (".json", ".srt", ".vtt", ".txt"))[:limit]
+    files = corpus_files(corpus, config)[:limit]
     if not files:
         raise ValueError(f"no transcripts in {corpus}")
     config.model.path = model

@@ -1,4 +1,4 @@
-"""Correction of recognition errors: batched numbered lines, mapped back by number, guarded per segment.
+"""The rewrite corrector: the model re-types batches of numbered lines, mapped back by number, guarded.
 
 Small models hallucinate, so a correction is kept only when it stays close to what was said; a
 batch whose answer does not map one line to one segment is split in halves, down to single lines.
@@ -9,48 +9,29 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Callable
 
-from daemon.cache import Cache
 from daemon.config import CorrectionConfig
-from daemon.engine import Engine
-from daemon.prompts import Prompts
+from daemon.correction.base import CorrectorBase
+from daemon.correction.outcomes import (
+    CORRECTED,
+    REJECTED,
+    UNCHANGED,
+    SegmentCorrection,
+    settled_without_model,
+    word_changes,
+)
+from daemon.text import words
 from daemon.transcript import Segment
 
-CORRECTED, UNCHANGED, REJECTED, SKIPPED, EMPTY = "corrected", "unchanged", "rejected", "skipped", "empty"
 NUMBERED_LINE = re.compile(r"^\s*\[(\d+)\]\s?(.*)$")
-WORD = re.compile(r"[\w'’-]+")
-
-Progress = Callable[[int, int], None]
+RULE = "rewrite"
 
 
-@dataclass
-class SegmentCorrection:
-    text: str
-    status: str
-    reason: str | None = None
-
-
-@dataclass
-class CorrectionStats:
-    model_calls: int = 0
-    batches: int = 0
-    batch_splits: int = 0
-    gated: int = 0
-    counts: Counter[str] = field(default_factory=Counter)
-    rejections: list[dict[str, object]] = field(default_factory=list)
-
-
-def _words(text: str) -> list[str]:
-    return [w.lower() for w in WORD.findall(text)]
-
-
-def _repeats(words: list[str]) -> Counter[tuple[str, ...]]:
+def _repeats(sequence: list[str]) -> Counter[tuple[str, ...]]:
     """Phrases of 2 to 4 words that occur more than twice."""
     found: Counter[tuple[str, ...]] = Counter()
     for n in (2, 3, 4):
-        grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+        grams = Counter(tuple(sequence[i:i + n]) for i in range(len(sequence) - n + 1))
         found.update({g: c for g, c in grams.items() if c > 2})
     return found
 
@@ -68,7 +49,7 @@ def check_correction(original: str, candidate: str, config: CorrectionConfig) ->
     similarity = difflib.SequenceMatcher(None, original.strip().lower(), candidate.lower()).ratio()
     if similarity < config.min_similarity:
         return SegmentCorrection(original, REJECTED, f"similarity {similarity:.2f}")
-    before, after = _words(original), _words(candidate)
+    before, after = words(original), words(candidate)
     if set(_repeats(after)) - set(_repeats(before)):
         return SegmentCorrection(original, REJECTED, "repeated phrase")
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, before, after, autojunk=False).get_opcodes():
@@ -76,7 +57,7 @@ def check_correction(original: str, candidate: str, config: CorrectionConfig) ->
             return SegmentCorrection(original, REJECTED, f"added words: {' '.join(after[j1:j2])}")
         if op == "delete":
             return SegmentCorrection(original, REJECTED, f"removed words: {' '.join(before[i1:i2])}")
-    return SegmentCorrection(candidate, CORRECTED)
+    return SegmentCorrection(candidate, CORRECTED, changes=word_changes(original, candidate, RULE))
 
 
 def parse_numbered_answer(answer: str) -> dict[int, str] | None:
@@ -110,16 +91,7 @@ def _line_spans(texts: list[str]) -> list[tuple[int, int]]:
     return spans
 
 
-@dataclass
-class Corrector:
-    engine: Engine
-    config: CorrectionConfig
-    prompts: Prompts
-    cache: Cache | None = None
-    cache_scope: str = ""
-    progress: Progress | None = None
-    stats: CorrectionStats = field(default_factory=CorrectionStats)
-
+class Rewriter(CorrectorBase):
     def _ask(self, texts: list[str]) -> dict[int, str] | None:
         tokens = sum(self.engine.count_tokens(t) for t in texts)
         completion = self.engine.chat(
@@ -182,20 +154,12 @@ class Corrector:
         results: dict[int, SegmentCorrection] = {}
         pending: list[int] = []
         texts = [s.text for s in segments]
-        threshold = self.config.skip_confidence
         for i, segment in enumerate(segments):
-            if not segment.text.strip():
-                results[i] = SegmentCorrection(segment.text, EMPTY)
-            elif not self.config.enabled:
-                results[i] = SegmentCorrection(segment.text, SKIPPED, "correction disabled")
-            elif threshold is not None and segment.confidence is not None and segment.confidence >= threshold:
-                results[i] = SegmentCorrection(segment.text, SKIPPED, f"ASR confidence {segment.confidence:.2f}")
+            settled = settled_without_model(segment, self.config) or self._cached(language, segment.text)
+            if settled is not None:
+                results[i] = settled
             else:
-                cached = self._cached(language, segment.text)
-                if cached is not None:
-                    results[i] = cached
-                else:
-                    pending.append(i)
+                pending.append(i)
         total = len(segments)
         if pending and self.config.surprise_threshold is not None:
             flagged = {i for i, gap in self.worst_gaps(pending, texts).items() if gap >= self.config.surprise_threshold}
@@ -211,12 +175,7 @@ class Corrector:
                 results[i] = outcome
                 self._store(language, texts[i], outcome)
             self._report(len(results), total)
-        ordered = [results[i] for i in range(total)]
-        for i, outcome in enumerate(ordered):
-            self.stats.counts[outcome.status] += 1
-            if outcome.status == REJECTED:
-                self.stats.rejections.append({"index": i, "reason": outcome.reason})
-        return ordered
+        return [results[i] for i in range(total)]
 
     def _report(self, done: int, total: int) -> None:
         if self.progress:
@@ -231,7 +190,8 @@ class Corrector:
         value = self.cache.get("segment", self._key(language, text))
         if value is None:
             return None
-        return SegmentCorrection(value["text"], value["status"], value.get("reason"))
+        changes = word_changes(text, value["text"], RULE) if value["status"] == CORRECTED else ()
+        return SegmentCorrection(value["text"], value["status"], value.get("reason"), changes)
 
     def _store(self, language: str, text: str, outcome: SegmentCorrection) -> None:
         if self.cache is not None:

@@ -1,0 +1,122 @@
+"""What correction and metadata need from a model, and how a worker gets one.
+
+Two ways to use a model: `chat` writes (a title, a summary, a rewritten line), `stream` judges (the
+log-likelihood of what is written against candidate spellings, branching off one read of the
+transcript). The worker owns one engine for its whole life: the model is loaded once, and llama.cpp
+keeps the longest common token prefix between calls, which the prompts are ordered to exploit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Callable, Collection, Mapping, Protocol, Sequence
+
+from daemon.config import Config
+from daemon.model_store import ModelInfo
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    evaluated_tokens: int
+    generated_tokens: int
+    seconds: float
+    finish_reason: str
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+
+
+@dataclass
+class EngineStats:
+    calls: int = 0
+    prompt_tokens: int = 0
+    evaluated_tokens: int = 0
+    generated_tokens: int = 0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, completion: Completion) -> None:
+        self.calls += 1
+        self.prompt_tokens += completion.prompt_tokens
+        self.evaluated_tokens += completion.evaluated_tokens
+        self.generated_tokens += completion.generated_tokens
+        self.drafted_tokens += completion.drafted_tokens
+        self.accepted_tokens += completion.accepted_tokens
+        self.seconds += completion.seconds
+
+    def __sub__(self, other: "EngineStats") -> "EngineStats":
+        return EngineStats(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
+    def copy(self) -> "EngineStats":
+        return EngineStats(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+
+@dataclass(frozen=True)
+class Branch:
+    """A continuation that leaves the main sequence at position `at` (its first token's position)."""
+
+    at: int
+    tokens: tuple[int, ...]
+
+
+@dataclass
+class StepScores:
+    """`rows[position][token]`: log P(token at position + 1) on the main sequence, for the positions asked;
+    `branches[i]`: the log-likelihood of branch i's tokens after its first (the first is the main row's)."""
+
+    rows: dict[int, dict[int, float]] = field(default_factory=dict)
+    branches: list[float] = field(default_factory=list)
+
+
+class ScoreStream(Protocol):
+    """One sequence read once, with branches scored beside it. Close it before the next chat."""
+
+    length: int
+
+    def step(self, extend: Sequence[int], queries: Mapping[int, Collection[int]],
+             branches: Sequence[Branch]) -> StepScores: ...
+
+    def truncate(self, length: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Engine(Protocol):
+    """What correction and metadata need from a model; tests may supply a fake one."""
+
+    info: ModelInfo
+    n_ctx: int
+    stats: EngineStats
+
+    def chat(
+        self, system: str, user: str, *, max_tokens: int, temperature: float,
+        stop: list[str] | None = None, repeat_penalty: float = 1.0, copies_prompt: bool = False,
+    ) -> Completion: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def render(self, system: str, user: str) -> str: ...
+
+    def stream(self, prefix: str) -> ScoreStream: ...
+
+    def surprise(self, system: str, user: str) -> list[tuple[int, float]]: ...
+
+
+def load_llama(config: Config, info: ModelInfo, threads: int) -> Engine:
+    from daemon.engine.llama import LlamaEngine
+    from daemon.engine.runtime import LlamaSettings
+    from daemon.model_store import model_path
+
+    return LlamaEngine(model_path(config), info, LlamaSettings.from_config(config.model, threads))
+
+
+@dataclass(frozen=True)
+class EngineFactory:
+    """How a worker gets its engine; picklable, so it can cross into a spawned process."""
+
+    describe: Callable[[Config], ModelInfo]
+    load: Callable[[Config, ModelInfo, int], Engine]

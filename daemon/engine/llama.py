@@ -1,0 +1,93 @@
+"""The engine on llama.cpp: chat completions with exact token accounting, and scoring streams."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from daemon.engine import Completion, EngineStats
+from daemon.engine.lookup import lookup_decode
+from daemon.engine.runtime import LlamaSettings, Runtime
+from daemon.engine.scoring import LlamaScoreStream, surprise
+from daemon.errors import EngineError
+from daemon.model_store import ModelInfo
+
+
+@dataclass
+class LlamaEngine:
+    path: Path
+    info: ModelInfo
+    settings: LlamaSettings
+    stats: EngineStats = field(default_factory=EngineStats)
+
+    def __post_init__(self) -> None:
+        self._runtime = Runtime(self.path, self.settings)
+
+    def close(self) -> None:
+        self._runtime.close()
+
+    @property
+    def n_ctx(self) -> int:
+        return self._runtime.n_ctx
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._runtime.tokenize(text)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._runtime.tokenize(text))
+
+    def render(self, system: str, user: str) -> str:
+        """The prompt text a chat with these messages reads; a plain layout for models without a template."""
+        return self._runtime.render(system, user) or f"{system}\n\n{user}"
+
+    def chat(
+        self, system: str, user: str, *, max_tokens: int, temperature: float,
+        stop: list[str] | None = None, repeat_penalty: float = 1.0, copies_prompt: bool = False,
+    ) -> Completion:
+        """A chat completion; greedy answers that mostly copy the prompt take the prompt-lookup path."""
+        runtime = self._runtime
+        lookup = self.settings.lookup_tokens
+        if copies_prompt and temperature == 0 and repeat_penalty == 1.0 and lookup and runtime.template is not None:
+            prompt = runtime.tokenize(self.render(system, user), prompt=True)
+            completion = lookup_decode(runtime, prompt, max_tokens, stop or [], lookup)
+        else:
+            completion = self._create(system, user, max_tokens, temperature, stop or [], repeat_penalty)
+        self.stats.add(completion)
+        return completion
+
+    def _create(self, system: str, user: str, max_tokens: int, temperature: float, stop: list[str],
+                repeat_penalty: float) -> Completion:
+        evaluated_before = self._runtime.evaluated()
+        started = time.perf_counter()
+        result = self._runtime.chat_completion(
+            [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
+            repeat_penalty=repeat_penalty, stop=stop, seed=self.settings.seed,
+        )
+        choice = result["choices"][0]
+        return Completion(
+            text=choice["message"]["content"] or "",
+            prompt_tokens=result["usage"]["prompt_tokens"],
+            evaluated_tokens=self._runtime.evaluated() - evaluated_before,
+            generated_tokens=result["usage"]["completion_tokens"],
+            seconds=time.perf_counter() - started,
+            finish_reason=choice.get("finish_reason") or "stop",
+        )
+
+    def stream(self, prefix: str) -> LlamaScoreStream:
+        return LlamaScoreStream(self._runtime, self._runtime.tokenize(prefix, prompt=True), self.stats)
+
+    def surprise(self, system: str, user: str) -> list[tuple[int, float]]:
+        """Per token of `user`: its byte offset and how far its logit trails the model's favourite."""
+        if self._runtime.template is None:
+            raise EngineError(f"{self.path.name} has no chat template: surprise scoring needs one")
+        return surprise(self._runtime, self.render(system, user), user, self.stats)
+
+    def prompt_rate(self, text: str, tokens: int) -> float:
+        """Prompt tokens per second over the first `tokens` tokens of `text` repeated (bench limits)."""
+        ids = self._runtime.tokenize(text, prompt=True)
+        return self._runtime.prompt_rate((ids * (tokens // max(1, len(ids)) + 1))[:tokens])
+
+    def generation_rate(self, prompt: str, max_tokens: int) -> float:
+        return self._runtime.generation_rate(prompt, max_tokens)
