@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -98,6 +99,9 @@ class Cache:
                 self._disable(action, exc)
             except (sqlite3.DatabaseError, RuntimeError, json.JSONDecodeError) as exc:
                 self._disable(action, exc)
+        if self._db is not None:
+            logger.warning("cache {} still locked after {} tries; {} skipped (the result is computed, not cached)",
+                           self.path.name, RETRIES, action)
         return None
 
     def _reconnect(self) -> SqliteDict | None:
@@ -181,6 +185,23 @@ def evict(path: Path, config: CacheConfig, older_than_days: float | None = None)
             conn.execute("PRAGMA incremental_vacuum")
     conn.close()
     return removed
+
+
+def evict_periodically(config: Config, stop: threading.Event) -> None:
+    """Eviction every `cache.evict_seconds` in a background thread, until `stop` is set. Housekeeping: a failure
+    is logged and never stops the daemon."""
+
+    def loop() -> None:
+        path = cache_path(config)
+        while not stop.wait(config.cache.evict_seconds):
+            try:
+                removed = evict(path, config.cache)
+                if removed:
+                    logger.info("cache eviction removed {} entries from {}", removed, path.name)
+            except Exception as exc:
+                logger.error("cache eviction failed on {}: {}", path.name, exc)
+
+    threading.Thread(target=loop, name="cache-eviction", daemon=True).start()
 
 
 def clear(path: Path) -> int:

@@ -15,6 +15,7 @@ from loguru import logger
 from daemon import __version__
 from daemon.config import Config, config_to_dict, load_config
 from daemon.errors import ConfigError, EnrichdError, ModelError, TranscriptError
+from daemon.transcript import Transcript
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -55,15 +56,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(_load(args), EngineFactory(describe_model, load_llama))
 
 
-def cmd_parse(args: argparse.Namespace) -> int:
+def _parse_or_say(file: str, config: Config) -> Transcript | None:
+    """The file as a transcript, or None after saying on stderr what is wrong with it."""
     from daemon.formats import parse
+
+    try:
+        return parse(file, config.queue.max_bytes)
+    except TranscriptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: {file}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+    return None
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
     from daemon.output import build_output
 
     config = _load(args)
-    try:
-        transcript = parse(args.file, config.queue.max_bytes)
-    except TranscriptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    transcript = _parse_or_say(args.file, config)
+    if transcript is None:
         return EXIT_FAILED
     output = build_output(transcript, None, None, {"daemon_version": __version__, "model": None,
                                                    "prompt_version": None, "parameters": {}}, {}, {})
@@ -76,7 +87,6 @@ def cmd_enrich(args: argparse.Namespace) -> int:
     from daemon.cache import Cache, cache_path
     from daemon.cpus import available_cpus
     from daemon.engine import Engine, load_llama
-    from daemon.formats import parse
     from daemon.model_store import describe_model
     from daemon.output import render_markdown, write_atomic
     from daemon.pipeline import EnrichContext, enrich
@@ -85,10 +95,8 @@ def cmd_enrich(args: argparse.Namespace) -> int:
     if args.no_cache:
         config.cache.enabled = False
     started = time.perf_counter()
-    try:
-        transcript = parse(args.file, config.queue.max_bytes)
-    except TranscriptError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    transcript = _parse_or_say(args.file, config)
+    if transcript is None:
         return EXIT_FAILED
     parse_seconds = time.perf_counter() - started
     info = describe_model(config)
@@ -96,7 +104,7 @@ def cmd_enrich(args: argparse.Namespace) -> int:
 
     def engine() -> Engine:
         if not loaded:
-            loaded.append(load_llama(config, info, args.threads or len(available_cpus())))
+            loaded.append(load_llama(config, args.threads or len(available_cpus())))
         return loaded[0]
 
     cache = Cache(cache_path(config)) if config.cache.enabled else None
@@ -201,7 +209,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
-    from daemon.queue import FileQueue, Ledger, Spool
+    from daemon.spool import FileQueue, Spool
 
     config = _load(args)
     if not args.all and not args.names:
@@ -209,9 +217,9 @@ def cmd_requeue(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     spool = Spool.from_config(config)
     spool.prepare()
-    ledger = Ledger(spool.state / "ledger.sqlite")
-    moved = FileQueue(spool, ledger).requeue(None if args.all else args.names)
-    ledger.close()
+    file_queue = FileQueue.open(spool, config.queue)
+    moved = file_queue.requeue(None if args.all else args.names)
+    file_queue.ledger.close()
     for name in moved:
         print(f"requeued {name}")
     return EXIT_OK if moved or args.all else EXIT_FAILED

@@ -15,6 +15,7 @@ import yaml
 from daemon.errors import ConfigError
 
 CONFIG_ENV = "ENRICHD_CONFIG"
+MAX_INPUT_BYTES = 20_000_000
 PATHS_ENV_PREFIX = "ENRICHD_PATHS_"
 
 
@@ -46,7 +47,7 @@ class QueueConfig:
     backoff_seconds: float = _field(5.0, 0)
     extensions: list[str] = _field([".json", ".srt", ".vtt", ".txt"])
     ignore: list[str] = _field([])
-    max_bytes: int = _field(20_000_000, 1)
+    max_bytes: int = _field(MAX_INPUT_BYTES, 1)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class WorkersConfig:
     count: int | Literal["auto"] = _field("auto", 1)
     threads: int | Literal["auto"] = _field("auto", 1)
     job_timeout_seconds: float = _field(3600.0, 1)
+    load_timeout_seconds: float = _field(600.0, 1)
     max_jobs_per_worker: int = _field(0, 0)
     drain_seconds: float = _field(60.0, 0)
     heartbeat_seconds: float = _field(5.0, 0.1)
@@ -299,7 +301,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
-    """Plain data for printing and for shipping to spawned workers."""
+    """Plain data, for printing (`check-config`) and for writing a configuration file (`enrichd bench`)."""
 
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value):

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from daemon.config import MetadataConfig, TaskSettings
 from daemon.engine import Engine
+from daemon.messages import ProgressReport
 from daemon.prompts import Prompts, fenced
 from daemon.text import words
 BULLET = re.compile(r"^\s*(?:[-*•·–]|\d+[.)])\s*(.+)$")
@@ -27,8 +28,6 @@ TASKS = ("title", "summary", "satisfaction", "bullets")
 ANSWER_MARGIN_TOKENS = 64
 COPY_RUN_WORDS = 15
 COPY_LINE_WORDS = 5
-
-Progress = Callable[[str], None]
 
 
 class Invalid(Exception):
@@ -163,7 +162,7 @@ class MetadataWriter:
     engine: Engine
     config: MetadataConfig
     prompts: Prompts
-    progress: Progress | None = None
+    progress: ProgressReport | None = None
 
     def _settings(self, task: str) -> TaskSettings:
         return getattr(self.config, task)

@@ -18,10 +18,6 @@ class Notifier:
         self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else None
         self._last_watchdog = 0.0
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._address)
-
     def send(self, *fields: str) -> None:
         if not self._address:
             return

@@ -19,15 +19,14 @@ from daemon import __version__
 from daemon.cache import Cache, cache_counts
 from daemon.config import Config, EnrichmentConfig
 from daemon.correction import STATUSES, Corrector, confusion_sets
-from daemon.engine import Engine
+from daemon.engine import Engine, EngineStats
 from daemon.language import detect_language
+from daemon.messages import ProgressReport
 from daemon.metadata import MetadataWriter
 from daemon.model_store import ModelInfo
 from daemon.output import SegmentOutcome, build_output
 from daemon.prompts import LANGUAGES, prompt_set
 from daemon.transcript import Transcript
-
-ProgressReport = Callable[[str], None]
 
 
 def prompt_version(config: EnrichmentConfig) -> str:
@@ -94,8 +93,7 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
             output = copy.deepcopy(cached)
             output["id"], output["source"]["file"] = transcript.id, transcript.source_file
             output["timings"] = {"parse": round(parse_seconds, 3), "total": round(time.perf_counter() - started + parse_seconds, 3)}
-            output["stats"] = {"cache": "file", "model_calls": 0,
-                               "tokens": dict.fromkeys(("prompt", "evaluated", "generated", "drafted", "accepted"), 0), **_cache_stats(cache, before)}
+            output["stats"] = {"cache": "file", "model_calls": 0, "tokens": EngineStats().tokens(), **_cache_stats(cache, before)}
             return output
 
     enrichment = context.config.enrichment
@@ -105,12 +103,7 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
     engine = context.engine()
     engine_before = engine.stats.copy()
 
-    def report(message: str) -> None:
-        if progress:
-            progress(message)
-
-    corrector = Corrector(engine, enrichment.correction, prompts, cache, context.scope(),
-                          progress=lambda done, total: report(f"{done}/{total} segments"))
+    corrector = Corrector(engine, enrichment.correction, prompts, cache, context.scope(), progress=progress)
     t0 = time.perf_counter()
     corrections = corrector.correct(transcript.segments, language)
     t_correct = time.perf_counter() - t0
@@ -122,7 +115,8 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
     metadata = cache.get("metadata", metadata_key) if cache is not None else None
     meta_stats: dict[str, Any] = {"cached": metadata is not None}
     if metadata is None:
-        writer = MetadataWriter(engine, enrichment.metadata, prompts, progress=lambda task: report(f"metadata {task}"))
+        writer = MetadataWriter(engine, enrichment.metadata, prompts,
+                                progress=(lambda task: progress(f"metadata {task}")) if progress else None)
         result = writer.write(dialogue)
         metadata = {"values": result.values, "null_reasons": result.null_reasons}
         meta_stats.update(retries=result.retries, chunks=result.chunks)
@@ -136,8 +130,7 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
     stats = {
         "cache": "miss" if cache is not None else "disabled",
         "model_calls": used.calls,
-        "tokens": {"prompt": used.prompt_tokens, "evaluated": used.evaluated_tokens, "generated": used.generated_tokens,
-                   "drafted": used.drafted_tokens, "accepted": used.accepted_tokens},
+        "tokens": used.tokens(),
         "segments": {k: correction.counts.get(k, 0) for k in STATUSES},
         "rejections": correction.rejections,
         "correction": {"mode": enrichment.correction.mode, "batches": correction.batches,

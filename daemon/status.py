@@ -1,4 +1,5 @@
-"""Throughput accounting, the periodic throughput log line, and the status file `enrichd status` reads."""
+"""What the daemon tells operators: the status file `enrichd status` reads, the periodic throughput line, and
+systemd's STATUS text. The supervisor hands over its facts; this module shapes and writes them."""
 
 from __future__ import annotations
 
@@ -6,13 +7,21 @@ import json
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loguru import logger
+
+from daemon.cache import cache_counts
+from daemon.cpus import WorkerPlan
+from daemon.messages import JobSummary, SlotStatus
+from daemon.model_store import ModelInfo
+from daemon.notify import Notifier
 from daemon.output import write_atomic
 
 STATUS_FILE = "status.json"
+STATUS_SECONDS = 2.0
 
 
 @dataclass
@@ -34,12 +43,12 @@ class Throughput:
     cache_hits: Counter[str] = field(default_factory=Counter)
     cache_misses: Counter[str] = field(default_factory=Counter)
 
-    def record_done(self, summary: dict[str, Any]) -> None:
+    def record_done(self, summary: JobSummary) -> None:
         for w in (self.window, self.total):
             w.done += 1
-            w.segments += summary.get("segments", 0)
-            w.generated_tokens += summary.get("generated_tokens", 0)
-        for level, counts in summary.get("cache", {}).items():
+            w.segments += summary.segments
+            w.generated_tokens += summary.tokens.generated_tokens
+        for level, counts in summary.cache.items():
             self.cache_hits[level] += counts["hits"]
             self.cache_misses[level] += counts["misses"]
             for w in (self.window, self.total):
@@ -71,8 +80,62 @@ class Throughput:
         self.window_started = time.monotonic()
 
 
-def write_status(state_dir: Path, status: dict[str, Any]) -> None:
-    write_atomic(state_dir / STATUS_FILE, json.dumps(status, ensure_ascii=False, indent=2) + "\n")
+@dataclass
+class Reporter:
+    """Shapes the supervisor's facts into the status file (every STATUS_SECONDS), the throughput line (every
+    `throughput_seconds`) and systemd's STATUS."""
+
+    state_dir: Path
+    throughput_seconds: float
+    notifier: Notifier = field(default_factory=Notifier)
+    throughput: Throughput = field(default_factory=Throughput)
+    plan: WorkerPlan | None = None
+    model: ModelInfo | None = None
+    last_status: float = 0.0
+    last_throughput: float = field(default_factory=time.monotonic)
+
+    def _figures(self, slots: list[SlotStatus], inbox_depth: int) -> dict[str, Any]:
+        busy = {str(s.id): s.busy for s in slots}
+        return self.throughput.figures(inbox_depth, sum(1 for s in slots if s.job), busy)
+
+    def document(self, state: str, paused: bool, slots: list[SlotStatus], inbox_depth: int) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(), "state": state, "paused": paused,
+            "started": self.throughput.started, "updated": time.time(),
+            "plan": {"workers": self.plan.count, "threads": self.plan.threads} if self.plan else None,
+            "model": asdict(self.model) if self.model else None,
+            "workers": [{"id": s.id, "pid": s.pid, "state": s.state.value, "cpus": list(s.cpus),
+                         "file": s.job.name if s.job else None, "progress": s.progress, "jobs_done": s.jobs_done}
+                        for s in slots],
+            "throughput": self._figures(slots, inbox_depth),
+            "cache": cache_counts(self.throughput.cache_hits, self.throughput.cache_misses),
+        }
+
+    def short(self, slots: list[SlotStatus], inbox_depth: int) -> str:
+        t = self.throughput.total
+        return f"{t.done} done, {t.failed} failed, {inbox_depth} waiting, {sum(1 for s in slots if s.job)} in flight"
+
+    def write(self, state: str, paused: bool, slots: list[SlotStatus], inbox_depth: int) -> None:
+        write_atomic(self.state_dir / STATUS_FILE, json.dumps(self.document(state, paused, slots, inbox_depth),
+                                                              ensure_ascii=False, indent=2) + "\n")
+        self.last_status = time.monotonic()
+
+    def due(self) -> tuple[bool, bool]:
+        """Whether the status file, and the throughput line, are due."""
+        now = time.monotonic()
+        return now - self.last_status >= STATUS_SECONDS, now - self.last_throughput >= self.throughput_seconds
+
+    def log_throughput(self, slots: list[SlotStatus], inbox_depth: int) -> None:
+        """One throughput line, then a new window; systemd's STATUS follows it."""
+        figures = self._figures(slots, inbox_depth)
+        logger.bind(throughput=figures).info(
+            "throughput: {files_done} done, {files_failed} failed in {window_seconds}s ({files_per_minute}/min, "
+            "{segments_per_second} segments/s, {generated_tokens_per_second} tokens/s, cache hit rate "
+            "{cache_hit_rate}); totals {files_done_total} done {files_failed_total} failed; inbox {inbox_depth}, "
+            "in flight {in_flight}, busy {worker_busy}", **figures)
+        self.throughput.new_window()
+        self.last_throughput = time.monotonic()
+        self.notifier.status(self.short(slots, inbox_depth))
 
 
 def read_status(state_dir: Path) -> tuple[dict[str, Any] | None, bool]:

@@ -2,7 +2,8 @@
 
 Started with the spawn method (llama.cpp links OpenMP; a child forked after a decode hangs). It
 reads only from processing/ and writes only to the outbox; the supervisor owns the inbox and every
-move of the input. Signals are ignored: the supervisor decides when a worker stops.
+move of the input. Signals are ignored: the supervisor decides when a worker stops. Whatever goes
+wrong inside a job is that job's failure, reported with its traceback; the worker lives on.
 """
 
 from __future__ import annotations
@@ -12,20 +13,18 @@ import os
 import signal
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
-from pathlib import Path
-from typing import Any
 
 from loguru import logger
 
 from daemon.cache import Cache, cache_path
 from daemon.config import Config
 from daemon.engine import Engine, EngineFactory
-from daemon.errors import EnrichdError, OutputError, TranscriptError
+from daemon.errors import TranscriptError
 from daemon.formats import parse
 from daemon.logs import setup_logging
+from daemon.messages import Done, ErrorInfo, Failed, Fatal, Heartbeat, Job, JobSummary, Progress, Ready
 from daemon.model_store import ModelInfo
 from daemon.output import write_outputs
 from daemon.pipeline import EnrichContext, enrich
@@ -43,31 +42,6 @@ class WorkerSpec:
     factory: EngineFactory
 
 
-@dataclass(frozen=True)
-class Job:
-    name: str
-    attempt: int
-
-
-def _summary(output: dict[str, Any], outputs: list[Path]) -> dict[str, Any]:
-    stats = output["stats"]
-    return {
-        "outputs": [p.name for p in outputs],
-        "timings": output["timings"],
-        "segments": len(output["segments"]),
-        "corrections": stats.get("segments", {}),
-        "model_calls": stats.get("model_calls", 0),
-        "generated_tokens": stats["tokens"]["generated"],
-        "evaluated_tokens": stats["tokens"]["evaluated"],
-        "cache_result": stats.get("cache"),
-        "cache": stats.get("cache_hits_misses", {}),
-    }
-
-
-def _error(exc: BaseException) -> dict[str, Any]:
-    return {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc(), "pid": os.getpid()}
-
-
 def run_job(job: Job, spec: WorkerSpec, context: EnrichContext, events: Queue) -> None:
     config = spec.config
     last_report = 0.0
@@ -77,7 +51,7 @@ def run_job(job: Job, spec: WorkerSpec, context: EnrichContext, events: Queue) -
         now = time.monotonic()
         if now - last_report >= PROGRESS_INTERVAL_SECONDS:
             last_report = now
-            events.put({"kind": "progress", "worker": spec.id, "job": job.name, "text": text})
+            events.put(Progress(spec.id, job, text))
 
     try:
         started = time.perf_counter()
@@ -85,17 +59,17 @@ def run_job(job: Job, spec: WorkerSpec, context: EnrichContext, events: Queue) -
         output = enrich(transcript, context, time.perf_counter() - started, progress)
         written = write_outputs(config.paths.outbox, job.name, output, config.output.markdown)
     except TranscriptError as exc:
-        events.put({"kind": "failed", "worker": spec.id, "job": job.name, "permanent": True, "error": _error(exc)})
+        events.put(Failed(spec.id, job, ErrorInfo.of(exc), permanent=True))
         return
-    except (OutputError, EnrichdError, OSError, RuntimeError, ValueError) as exc:
-        events.put({"kind": "failed", "worker": spec.id, "job": job.name, "permanent": False, "error": _error(exc)})
+    except Exception as exc:  # anything else is this job's transient failure, not the worker's end
+        events.put(Failed(spec.id, job, ErrorInfo.of(exc), permanent=False))
         return
-    events.put({"kind": "done", "worker": spec.id, "job": job.name, "summary": _summary(output, written)})
+    events.put(Done(spec.id, job, JobSummary.of(output, tuple(p.name for p in written))))
 
 
 def _heartbeat(spec: WorkerSpec, events: Queue, stop: threading.Event) -> None:
     while not stop.wait(spec.config.workers.heartbeat_seconds):
-        events.put({"kind": "heartbeat", "worker": spec.id})
+        events.put(Heartbeat(spec.id))
 
 
 def _die_with_parent() -> None:
@@ -111,18 +85,18 @@ def worker_main(spec: WorkerSpec, jobs: Queue, events: Queue) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     os.sched_setaffinity(0, spec.cpus)
-    setup_logging(spec.config.logging)
+    setup_logging(spec.config.logging, process=f"worker-{spec.id}")
     logger.debug("worker {} pinned to CPUs {}", spec.id, ",".join(map(str, spec.cpus)))
     try:
-        engine: Engine = spec.factory.load(spec.config, spec.model, len(spec.cpus))
+        engine: Engine = spec.factory.load(spec.config, len(spec.cpus))
     except Exception as exc:  # any load failure is fatal for this worker; the supervisor decides what next
-        events.put({"kind": "fatal", "worker": spec.id, "error": _error(exc)})
+        events.put(Fatal(spec.id, ErrorInfo.of(exc)))
         return
     cache = Cache(cache_path(spec.config)) if spec.config.cache.enabled else None
     context = EnrichContext(spec.config, spec.model, lambda: engine, cache)
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(spec, events, stop), daemon=True).start()
-    events.put({"kind": "ready", "worker": spec.id, "pid": os.getpid()})
+    events.put(Ready(spec.id, os.getpid()))
     while (job := jobs.get()) is not None:
         run_job(job, spec, context, events)
     stop.set()

@@ -60,12 +60,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.1
 
 
 def read_status(config: Config) -> dict[str, Any]:
-    import json
+    from daemon.status import read_status as read
 
-    try:
-        return json.loads((config.paths.state / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    return read(config.paths.state)[0] or {}
 
 
 @contextmanager

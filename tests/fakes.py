@@ -1,7 +1,9 @@
 """A fake engine for queue and supervisor fault tests: instant, deterministic, and able to misbehave.
 
 Text markers in a transcript drive it: CRASH-WORKER kills the worker process mid-job, SLOW-JOB
-makes a job take a few seconds, so tests can kill or stop things while work is in flight.
+makes a job take a few seconds, RAISE-KEYERROR raises an exception no part of the daemon expects.
+Environment variables make the whole worker misbehave: FAKE_LOAD_SECONDS delays the model load,
+FAKE_LINGER_SECONDS keeps the process alive that long after it is asked to stop.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -49,7 +52,6 @@ class FlatStream:
 
 @dataclass
 class FakeEngine:
-    info: ModelInfo
     n_ctx: int = 4096
     stats: EngineStats = field(default_factory=EngineStats)
 
@@ -71,6 +73,8 @@ class FakeEngine:
             os.kill(os.getpid(), signal.SIGKILL)
         if "SLOW-JOB" in user:
             time.sleep(SLOW_SECONDS)
+        if "RAISE-KEYERROR" in user:
+            raise KeyError("no such thing")
         lines = NUMBERED.findall(user)
         if lines and "<transcription>" not in user:
             text = "\n".join(f"[{n}] {t}" for n, t in lines)
@@ -91,8 +95,12 @@ def describe_fake(config: Config) -> ModelInfo:
     return ModelInfo(name="fake", file="fake.gguf", sha256="0" * 64)
 
 
-def load_fake(config: Config, info: ModelInfo, threads: int) -> FakeEngine:
-    return FakeEngine(info)
+def load_fake(config: Config, threads: int) -> FakeEngine:
+    time.sleep(float(os.environ.get("FAKE_LOAD_SECONDS", "0")))
+    linger = float(os.environ.get("FAKE_LINGER_SECONDS", "0"))
+    if linger:
+        threading.Thread(target=time.sleep, args=(linger,), daemon=False).start()
+    return FakeEngine()
 
 
 FAKE_FACTORY = EngineFactory(describe_fake, load_fake)

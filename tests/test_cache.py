@@ -23,7 +23,7 @@ def context(tmp_path: Path, calls: list[FakeEngine], extra: dict | None = None, 
     info = ModelInfo("fake", "fake.gguf", sha)
 
     def engine() -> FakeEngine:
-        calls.append(FakeEngine(info))
+        calls.append(FakeEngine())
         return calls[-1]
 
     return EnrichContext(config, info, engine, Cache(tmp_path / "cache.sqlite"))
@@ -158,3 +158,32 @@ def test_cache_cli_stats_and_clear(spool):
     assert "removed 0 entries" in enrichd("clear", "--older-than", "1").stdout
     assert "removed 4 entries" in enrichd("clear").stdout
     assert "0 entries" in enrichd("stats").stdout
+
+
+def test_a_cache_that_stays_locked_says_so_and_the_lookup_is_a_miss(tmp_path, monkeypatch):
+    from loguru import logger
+
+    cache = Cache(tmp_path / "cache.sqlite")
+    monkeypatch.setattr("daemon.cache.time.sleep", lambda _seconds: None)
+
+    def locked(*_args):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(cache, "_reconnect", lambda: cache._db)
+    monkeypatch.setattr(type(cache._db), "get", locked)
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="WARNING")
+    try:
+        assert cache.get("segment", ["x"]) is None
+    finally:
+        logger.remove(sink)
+    assert cache.misses["segment"] == 1
+    assert any("still locked after 5 tries; get skipped" in line for line in lines)
+
+
+def test_enrich_leaves_the_callers_transcript_as_it_was(tmp_path):
+    engines: list[FakeEngine] = []
+    call = transcript("il et là")
+    before = (call.language, [s.text for s in call.segments])
+    output = enrich(call, context(tmp_path, engines))
+    assert output["language"] == "fr" and (call.language, [s.text for s in call.segments]) == before

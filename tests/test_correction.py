@@ -23,7 +23,6 @@ class ScriptedEngine:
     """Answers correction prompts with whatever `answer(lines)` returns, to craft broken answers."""
 
     answer: Callable[[list[str]], str]
-    info: ModelInfo = ModelInfo("scripted", "none", "0" * 64)
     n_ctx: int = 4096
     stats: EngineStats = field(default_factory=EngineStats)
     prompts_seen: list[str] = field(default_factory=list)
@@ -161,7 +160,7 @@ def small_engine():
     from daemon.engine.runtime import LlamaSettings
     from tests.conftest import small_model_path
 
-    return LlamaEngine(small_model_path(), ModelInfo("SmolLM2", "smol.gguf", "x"), LlamaSettings(n_ctx=2048, n_threads=2))
+    return LlamaEngine(small_model_path(), LlamaSettings(n_ctx=2048, n_threads=2))
 
 
 def test_real_batches_keep_every_segment_in_place(small_engine):

@@ -249,3 +249,51 @@ def test_workers_are_recycled_after_max_jobs(spool):
     log = daemon_log(path)
     assert log.count("recycled after 2 jobs") == 2
     assert len({line.split("(pid ")[1].split(")")[0] for line in log.splitlines() if "ready (pid" in line}) == 3
+
+
+def test_an_unexpected_exception_fails_the_job_with_its_traceback_and_the_worker_lives_on(spool):
+    path, config = spool({"queue": {"max_attempts": 2}, "workers": {"count": 1, "threads": 1}})
+    drop(config.paths.inbox, "odd.txt", marker="RAISE-KEYERROR")
+    drop(config.paths.inbox, "fine.txt")
+    with running_daemon(path):
+        wait_for(lambda: (config.paths.failed / "odd.txt.error.json").exists(), 30, what="odd.txt in failed/")
+        wait_for(lambda: (config.paths.outbox / "fine.enriched.json").exists(), 30, what="fine output")
+    error = json.loads((config.paths.failed / "odd.txt.error.json").read_text())
+    assert error["error_type"] == "KeyError" and error["attempts"] == 2 and error["permanent"] is False
+    assert "RAISE-KEYERROR" not in error["traceback"] and "raise KeyError" in error["traceback"]
+    log = daemon_log(path)
+    assert "replaced:" not in log and "retry odd.txt" in log
+    assert len({line.split("(pid ")[1].split(")")[0] for line in log.splitlines() if "ready (pid" in line}) == 1
+
+
+def test_a_recycled_worker_that_lingers_is_killed_without_blocking_the_loop(spool):
+    path, config = spool({"workers": {"max_jobs_per_worker": 1, "count": 1, "threads": 1}})
+    for i in range(3):
+        drop(config.paths.inbox, f"call-{i}.txt")
+    with running_daemon(path, env={"FAKE_LINGER_SECONDS": "120"}):
+        wait_for(lambda: len(outputs(config.paths.outbox)) == 3, 60, what="three outputs")
+        updates = set()
+        wait_for(lambda: updates.add(read_status(config).get("updated")) or len(updates) >= 3, 10,
+                 what="status updates while a worker lingers")
+    log = daemon_log(path).splitlines()
+    killed = [i for i, line in enumerate(log) if "did not exit within 2 s of being recycled; killed" in line]
+    assert len(killed) >= 2
+    for i in killed:  # the successor starts only once its predecessor is gone: never two on one CPU set
+        assert any("worker 0 started" in line for line in log[i + 1:]) and not any("worker 0 started" in line for line in log[i - 3:i])
+
+
+def test_a_worker_stuck_loading_its_model_is_replaced_with_an_error_line(spool):
+    path, config = spool({"workers": {"load_timeout_seconds": 1, "count": 1, "threads": 1}})
+    with running_daemon(path, env={"FAKE_LOAD_SECONDS": "60"}):
+        wait_for(lambda: "replaced: did not load its model within 1 s" in daemon_log(path), 30, what="a replacement")
+    assert "ERROR" in next(line for line in daemon_log(path).splitlines() if "did not load its model within 1 s" in line)
+
+
+def test_worker_log_records_say_which_worker_wrote_them(spool):
+    path, config = spool({"logging": {"json": True}, "workers": {"count": 1, "threads": 1}})
+    drop(config.paths.inbox, "call.txt")
+    with running_daemon(path):
+        wait_for(lambda: (config.paths.outbox / "call.enriched.json").exists(), 30, what="output")
+    roles = {json.loads(line)["record"]["extra"].get("process_role") for line in daemon_log(path).splitlines()
+             if line.startswith("{")}
+    assert {"main", "worker-0"} <= roles

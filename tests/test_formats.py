@@ -178,3 +178,22 @@ def test_parse_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "daemon", "parse", str(write(tmp_path, "x.json", b"{"))],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 1 and "x.json (json)" in bad.stderr
+
+
+def test_a_read_error_is_not_a_transcript_error_so_it_is_retried(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from daemon.errors import TranscriptError
+    from daemon.formats import parse
+
+    path = tmp_path / "call.srt"
+    path.write_text("1\n00:00:01,000 --> 00:00:02,000\nbonjour\n")
+
+    def unreadable(self):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Path, "read_bytes", unreadable)
+    with pytest.raises(OSError) as caught:
+        parse(path)
+    assert not isinstance(caught.value, TranscriptError) and caught.value.errno == errno.EIO

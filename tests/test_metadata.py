@@ -107,7 +107,7 @@ class Recording:
 
 
 def small_engine(n_ctx: int) -> Recording:
-    return Recording(LlamaEngine(small_model_path(), ModelInfo("SmolLM2", "smol.gguf", "x"), LlamaSettings(n_ctx=n_ctx, n_threads=2)))
+    return Recording(LlamaEngine(small_model_path(), LlamaSettings(n_ctx=n_ctx, n_threads=2)))
 
 
 QUICK = MetadataConfig(title=TaskSettings(0.3, 24), summary=TaskSettings(0.3, 60), satisfaction=TaskSettings(0.0, 40),

@@ -58,7 +58,7 @@ def test_llama_cpp_errors_reach_the_log_as_errors(tmp_path):
     sink = logger.add(lambda m: records.append((m.record["level"].name, m.record["message"])), level="TRACE")
     try:
         with pytest.raises(ModelError, match="could not load"):
-            LlamaEngine(garbage, ModelInfo("x", "garbage.gguf", "0"), LlamaSettings(n_ctx=256))
+            LlamaEngine(garbage, LlamaSettings(n_ctx=256))
     finally:
         logger.remove(sink)
     errors = [message for level, message in records if level == "ERROR" and message.startswith("llama.cpp: ")]
@@ -66,6 +66,6 @@ def test_llama_cpp_errors_reach_the_log_as_errors(tmp_path):
 
 
 def test_small_model_loads_with_its_chat_template():
-    engine = LlamaEngine(small_model_path(), ModelInfo("SmolLM2", "smol.gguf", "0"), LlamaSettings(n_ctx=512))
+    engine = LlamaEngine(small_model_path(), LlamaSettings(n_ctx=512))
     completion = engine.chat("Réponds en un mot.", "Quelle est la couleur du ciel ?", max_tokens=8, temperature=0)
     assert completion.generated_tokens > 0 and completion.prompt_tokens > engine.count_tokens("Quelle est la couleur du ciel ?")

@@ -12,7 +12,6 @@ from daemon.config import CorrectionConfig, EnrichmentConfig
 from daemon.correction import Corrector
 from daemon.correction.score import Judgement, Reading, ScoreCorrector
 from daemon.engine import Branch, Completion, EngineStats, StepScores
-from daemon.model_store import ModelInfo
 from daemon.prompts import prompt_set
 from daemon.transcript import Segment
 from tests.fakes import FakeEngine, word_tokens
@@ -76,7 +75,7 @@ def corrector(engine, language: str = "fr", **config) -> Corrector:
 
 
 def test_a_winning_candidate_is_applied_at_its_word_with_case_and_punctuation_kept():
-    engine = FavouringEngine(ModelInfo("fake", "fake", "0" * 64), favoured_words=("est", "Est"))
+    engine = FavouringEngine(favoured_words=("est", "Est"))
     texts = ["bonjour, il et là ?", "Et voilà.", "d'accord"]
     outcomes = corrector(engine).correct(segments(*texts), "fr")
     assert [o.text for o in outcomes] == ["bonjour, il est là ?", "Est voilà.", "d'accord"]
@@ -87,13 +86,13 @@ def test_a_winning_candidate_is_applied_at_its_word_with_case_and_punctuation_ke
 
 
 def test_an_edit_must_beat_its_margin():
-    engine = FavouringEngine(ModelInfo("fake", "fake", "0" * 64), favoured_words=("est",))
+    engine = FavouringEngine(favoured_words=("est",))
     outcomes = corrector(engine, margins={"et->est": 6.0}).correct(segments("il et là"), "fr")
     assert outcomes[0].status == "unchanged" and outcomes[0].text == "il et là"
 
 
 def test_two_words_of_one_line_are_both_corrected_when_each_pays():
-    engine = FavouringEngine(ModelInfo("fake", "fake", "0" * 64), favoured_words=("est", "à"))
+    engine = FavouringEngine(favoured_words=("est", "à"))
     outcomes = corrector(engine).correct(segments("il et a la maison"), "fr")
     assert outcomes[0].text == "il est à la maison"
     assert [(c.source, c.target) for c in outcomes[0].changes] == [("et", "est"), ("a", "à")]
@@ -101,7 +100,7 @@ def test_two_words_of_one_line_are_both_corrected_when_each_pays():
 
 def test_pruned_candidates_cost_no_branch():
     """Every written word is favoured: each candidate loses 5 nats on its first token and gets no branch."""
-    engine = FavouringEngine(ModelInfo("fake", "fake", "0" * 64), favoured_words=("il", "et", "là"))
+    engine = FavouringEngine(favoured_words=("il", "et", "là"))
     scorer = corrector(engine, prune_nats=4.0)
     outcomes = scorer.correct(segments("il et là"), "fr")
     assert outcomes[0].status == "unchanged"
@@ -109,14 +108,14 @@ def test_pruned_candidates_cost_no_branch():
 
 
 def test_segments_without_candidates_cost_no_model_call():
-    engine = FavouringEngine(ModelInfo("fake", "fake", "0" * 64))
+    engine = FavouringEngine()
     outcomes = corrector(engine).correct(segments("bonjour madame", "", "oui bonjour"), "fr")
     assert [o.status for o in outcomes] == ["unchanged", "empty", "unchanged"]
     assert engine.stats.calls == 0 and not engine.streams
 
 
 def test_empty_and_confident_segments_keep_their_status_and_place():
-    engine = FavouringEngine(ModelInfo("fake", "fake", "0" * 64), favoured_words=("est",))
+    engine = FavouringEngine(favoured_words=("est",))
     segs = segments("", "il et là", "il et ici")
     segs[2].confidence = 0.99
     outcomes = corrector(engine, skip_confidence=0.9).correct(segs, "fr")
@@ -125,7 +124,7 @@ def test_empty_and_confident_segments_keep_their_status_and_place():
 
 
 def test_a_dialogue_longer_than_the_context_is_read_in_windows():
-    engine = FavouringEngine(ModelInfo("fake", "fake", "0" * 64), n_ctx=480, favoured_words=("est",))
+    engine = FavouringEngine(n_ctx=480, favoured_words=("est",))
     texts = [f"numéro {i} il et là" for i in range(90)]
     outcomes = corrector(engine).correct(segments(*texts), "fr")
     assert [o.text for o in outcomes] == [f"numéro {i} il est là" for i in range(90)]
@@ -134,7 +133,7 @@ def test_a_dialogue_longer_than_the_context_is_read_in_windows():
 
 
 def test_the_cache_key_covers_the_context_read_before_the_line():
-    engine = FakeEngine(ModelInfo("fake", "fake", "0" * 64))
+    engine = FakeEngine()
     scorer = ScoreCorrector(engine, CorrectionConfig(), FR)
 
     def key(texts: list[str], k: int) -> list[str]:
@@ -151,7 +150,7 @@ def test_the_cache_key_covers_the_context_read_before_the_line():
 
 def test_cached_judgements_are_used_in_the_same_context_only(tmp_path):
     cache = Cache(tmp_path / "cache.sqlite")
-    engine = FavouringEngine(ModelInfo("fake", "fake", "0" * 64), favoured_words=("est",))
+    engine = FavouringEngine(favoured_words=("est",))
     first = Corrector(engine, CorrectionConfig(), FR, cache, "scope").correct(segments("bonjour", "il et là"), "fr")
     calls = engine.stats.calls
     again = Corrector(engine, CorrectionConfig(), FR, cache, "scope").correct(segments("bonjour", "il et là"), "fr")
@@ -170,7 +169,7 @@ def small_engine():
     from daemon.engine.runtime import LlamaSettings
     from tests.conftest import small_model_path
 
-    return LlamaEngine(small_model_path(), ModelInfo("SmolLM2", "smol.gguf", "x"), LlamaSettings(n_ctx=2048, n_threads=2))
+    return LlamaEngine(small_model_path(), LlamaSettings(n_ctx=2048, n_threads=2))
 
 
 CALL = ["allo bonjour le samu", "bonjour mon fils et tombé dans l'escalier", "il a mal a la tête",
@@ -209,8 +208,7 @@ def exact_engine():
     from daemon.engine.runtime import LlamaSettings
     from tests.conftest import small_model_path
 
-    return LlamaEngine(small_model_path(), ModelInfo("SmolLM2", "smol.gguf", "x"),
-                       LlamaSettings(n_ctx=256, n_threads=2, n_ubatch=1))
+    return LlamaEngine(small_model_path(), LlamaSettings(n_ctx=256, n_threads=2, n_ubatch=1))
 
 
 @pytest.mark.parametrize("texts, speakers", [(SHORT_CALL, True), (NO_SPEAKERS, False)], ids=["speakers", "first-word"])
@@ -221,8 +219,8 @@ def test_batched_gains_equal_each_candidate_scored_alone(exact_engine, texts, sp
     engine = exact_engine
     trace: list[Judgement] = []
     segs = segments(*texts, speakers=speakers)
-    scorer = Corrector(engine, CorrectionConfig(prune_nats=None, margins={"default": 1e9}, chunk_tokens=16), FR,
-                       trace=trace)
+    config = CorrectionConfig(prune_nats=None, margins={"default": 1e9}, chunk_tokens=16)
+    scorer = Corrector(engine, config, FR, trace=trace)
     scorer.correct(segs, "fr")
     assert len(trace) == scorer.stats.candidates == scorer.stats.branches > 4
     assert all(j.gain is not None for j in trace)
@@ -235,7 +233,7 @@ def test_batched_gains_equal_each_candidate_scored_alone(exact_engine, texts, sp
         original, candidate = (engine.tokenize(p) for p in (pieces[k], edited[k]))
         diff = next(i for i, (a, b) in enumerate(zip(original, candidate)) if a != b)
         same = _common_suffix(original, candidate, diff)
-        follow = min(8, same + len(engine.tokenize(pieces[k + 1])))
+        follow = min(config.score_tokens, same + len(engine.tokenize(pieces[k + 1])))
         alone = (_alone(engine, frame, edited, k, diff, len(candidate) - same + follow)
                  - _alone(engine, frame, pieces, k, diff, len(original) - same + follow))
         assert judgement.gain == pytest.approx(alone, abs=1e-3), judgement
@@ -287,7 +285,7 @@ def default_engine():
 
     if not DEFAULT_MODEL.is_file():
         pytest.fail(f"{DEFAULT_MODEL} is missing: `make test` installs it with `enrichd model install`")
-    return LlamaEngine(DEFAULT_MODEL, ModelInfo("default", DEFAULT_MODEL.name, "x"), LlamaSettings(n_ctx=4096, n_threads=2))
+    return LlamaEngine(DEFAULT_MODEL, LlamaSettings(n_ctx=4096, n_threads=2))
 
 
 @pytest.mark.quality

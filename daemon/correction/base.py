@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 from daemon.cache import Cache
 from daemon.config import CorrectionConfig
 from daemon.correction.outcomes import CorrectionStats
 from daemon.engine import Engine
+from daemon.messages import ProgressReport
 from daemon.prompts import Prompts
-
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -21,7 +20,7 @@ class CorrectorBase:
     prompts: Prompts
     cache: Cache | None = None
     cache_scope: str = ""
-    progress: Progress | None = None
+    progress: ProgressReport | None = None
     stats: CorrectionStats = field(default_factory=CorrectionStats)
     trace: list[Any] | None = None
 

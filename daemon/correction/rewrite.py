@@ -179,7 +179,7 @@ class Rewriter(CorrectorBase):
 
     def _report(self, done: int, total: int) -> None:
         if self.progress:
-            self.progress(done, total)
+            self.progress(f"{done}/{total} segments")
 
     def _key(self, language: str, text: str) -> list[str]:
         return [self.cache_scope, language, text]

@@ -368,7 +368,7 @@ class Reading:
         self.lines[k].known = outcome
         self.done += 1
         if self.c.progress:
-            self.c.progress(self.done, self.total)
+            self.c.progress(f"{self.done}/{self.total} segments judged")
 
     # ----- cache -----------------------------------------------------------------------------------
     def key(self, k: int) -> list[str]:

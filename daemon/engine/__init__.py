@@ -27,8 +27,14 @@ class Completion:
     accepted_tokens: int = 0
 
 
+TOKEN_COUNTS = {"prompt": "prompt_tokens", "evaluated": "evaluated_tokens", "generated": "generated_tokens",
+                "drafted": "drafted_tokens", "accepted": "accepted_tokens"}
+
+
 @dataclass
 class EngineStats:
+    """Model calls and tokens; added and subtracted to count per file, per run, per window."""
+
     calls: int = 0
     prompt_tokens: int = 0
     evaluated_tokens: int = 0
@@ -46,11 +52,22 @@ class EngineStats:
         self.accepted_tokens += completion.accepted_tokens
         self.seconds += completion.seconds
 
+    def __add__(self, other: "EngineStats") -> "EngineStats":
+        return EngineStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
     def __sub__(self, other: "EngineStats") -> "EngineStats":
         return EngineStats(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
 
     def copy(self) -> "EngineStats":
         return EngineStats(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+    def tokens(self) -> dict[str, int]:
+        """The token counts as an output's `stats.tokens` holds them."""
+        return {key: getattr(self, name) for key, name in TOKEN_COUNTS.items()}
+
+    @classmethod
+    def of_tokens(cls, tokens: dict[str, int], calls: int = 0) -> "EngineStats":
+        return cls(calls=calls, **{name: tokens.get(key, 0) for key, name in TOKEN_COUNTS.items()})
 
 
 @dataclass(frozen=True)
@@ -86,7 +103,6 @@ class ScoreStream(Protocol):
 class Engine(Protocol):
     """What correction and metadata need from a model; tests may supply a fake one."""
 
-    info: ModelInfo
     n_ctx: int
     stats: EngineStats
 
@@ -106,12 +122,12 @@ class Engine(Protocol):
     def surprise(self, system: str, user: str) -> list[tuple[int, float]]: ...
 
 
-def load_llama(config: Config, info: ModelInfo, threads: int) -> Engine:
+def load_llama(config: Config, threads: int) -> Engine:
     from daemon.engine.llama import LlamaEngine
     from daemon.engine.runtime import LlamaSettings
     from daemon.model_store import model_path
 
-    return LlamaEngine(model_path(config), info, LlamaSettings.from_config(config.model, threads))
+    return LlamaEngine(model_path(config), LlamaSettings.from_config(config.model, threads))
 
 
 @dataclass(frozen=True)
@@ -119,4 +135,4 @@ class EngineFactory:
     """How a worker gets its engine; picklable, so it can cross into a spawned process."""
 
     describe: Callable[[Config], ModelInfo]
-    load: Callable[[Config, ModelInfo, int], Engine]
+    load: Callable[[Config, int], Engine]

@@ -11,13 +11,11 @@ from daemon.engine.lookup import lookup_decode
 from daemon.engine.runtime import LlamaSettings, Runtime
 from daemon.engine.scoring import LlamaScoreStream, surprise
 from daemon.errors import EngineError
-from daemon.model_store import ModelInfo
 
 
 @dataclass
 class LlamaEngine:
     path: Path
-    info: ModelInfo
     settings: LlamaSettings
     stats: EngineStats = field(default_factory=EngineStats)
 

@@ -13,13 +13,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from daemon.config import MAX_INPUT_BYTES
 from daemon.errors import TranscriptError
 from daemon.formats import aws, rev, srt, text, vtt, whisper, whisper_cpp
 from daemon.formats.common import ParsedSegments
 from daemon.formats.decoding import decode_text
 from daemon.transcript import Transcript
-
-DEFAULT_MAX_BYTES = 20_000_000
 
 JsonReader = Callable[[Any, str], ParsedSegments]
 TextReader = Callable[[str, str], ParsedSegments]
@@ -65,7 +64,7 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 3)
 
 
-def parse_bytes(data: bytes, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Transcript:
+def parse_bytes(data: bytes, name: str, max_bytes: int = MAX_INPUT_BYTES) -> Transcript:
     if len(data) > max_bytes:
         raise TranscriptError(name, None, f"file is {len(data):,} bytes, over the {max_bytes:,}-byte limit")
     if not data:
@@ -93,14 +92,12 @@ def parse_bytes(data: bytes, name: str, max_bytes: int = DEFAULT_MAX_BYTES) -> T
     )
 
 
-def parse(path: str | Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Transcript:
-    """Read one transcript file. Never modifies it; raises TranscriptError naming file and problem."""
+def parse(path: str | Path, max_bytes: int = MAX_INPUT_BYTES) -> Transcript:
+    """Read one transcript file. Never modifies it. What is wrong with its content raises TranscriptError, naming
+    the file and the problem (permanent: reading it again will not help); an OSError while reading it (EIO on a
+    network mount, a file gone) propagates as it is, to be retried."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise TranscriptError(path.name, None, f"file is {size:,} bytes, over the {max_bytes:,}-byte limit")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise TranscriptError(path.name, None, f"cannot read: {exc.strerror}") from exc
-    return parse_bytes(data, path.name, max_bytes)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise TranscriptError(path.name, None, f"file is {size:,} bytes, over the {max_bytes:,}-byte limit")
+    return parse_bytes(path.read_bytes(), path.name, max_bytes)

@@ -36,11 +36,13 @@ import yaml
 
 from daemon.config import Config, LoggingConfig, config_to_dict
 from daemon.cpus import TUNED_FILE, available_cpus, possible_plans
+from daemon.engine import EngineStats
 from daemon.engine.llama import LlamaEngine
 from daemon.engine.runtime import LlamaSettings
 from daemon.formats import parse
 from daemon.logs import setup_logging
-from daemon.model_store import ModelInfo, model_info
+from daemon.messages import ProgressReport
+from daemon.model_store import model_info
 from daemon.output import output_names
 from daemon.schema import schema_errors
 from daemon.status import read_status
@@ -57,7 +59,6 @@ OLD_TASKS = {
 OLD_TEMPERATURE, OLD_CORRECTION_TEMPERATURE = 0.7, 0.05
 LIMIT_PROMPT_TOKENS, LIMIT_GENERATED_TOKENS = 512, 64
 
-Progress = Callable[[str], None]
 MODES = ("baseline", "baseline-allcores", "enrichd", "limit", "recall")
 
 
@@ -66,11 +67,7 @@ class ModeResult:
     mode: str
     transcripts: int
     wall_seconds: float
-    prompt_tokens: int = 0
-    evaluated_tokens: int = 0
-    generated_tokens: int = 0
-    drafted_tokens: int = 0
-    accepted_tokens: int = 0
+    tokens: EngineStats = field(default_factory=EngineStats)
     peak_rss_mb: float = 0.0
     outputs_valid: int = 0
     fields_null: int = 0
@@ -80,9 +77,12 @@ class ModeResult:
 
     def figures(self) -> dict[str, Any]:
         data = asdict(self)
-        data["transcripts_per_hour"] = round(self.transcripts * 3600 / self.wall_seconds, 2) if self.wall_seconds else None
-        data["generated_tokens_per_second"] = round(self.generated_tokens / self.wall_seconds, 2) if self.wall_seconds else None
-        data["evaluated_tokens_per_second"] = round(self.evaluated_tokens / self.wall_seconds, 2) if self.wall_seconds else None
+        del data["tokens"]
+        data.update({f"{key}_tokens": count for key, count in self.tokens.tokens().items()})
+        per_second = (lambda n: round(n / self.wall_seconds, 2) if self.wall_seconds else None)
+        data["transcripts_per_hour"] = per_second(self.transcripts * 3600)
+        data["generated_tokens_per_second"] = per_second(self.tokens.generated_tokens)
+        data["evaluated_tokens_per_second"] = per_second(self.tokens.evaluated_tokens)
         return data
 
 
@@ -127,13 +127,13 @@ class RssSampler:
         self._thread.join()
 
 
-def run_baseline(files: list[Path], model: Path, info: ModelInfo, threads: int, batch_threads: int, mode: str,
-                 progress: Progress) -> ModeResult:
+def run_baseline(files: list[Path], model: Path, threads: int, batch_threads: int, mode: str,
+                 progress: ProgressReport) -> ModeResult:
     """The replaced system, reproduced: per-segment correction calls, then four full-transcript calls. It set
     `n_threads` only; llama-cpp-python's default `n_threads_batch` evaluated its prompts on every CPU."""
     settings = LlamaSettings(n_ctx=2048, n_batch=512, n_threads=threads, n_threads_batch=batch_threads, flash_attn=False)
     with RssSampler(os.getpid()) as sampler:
-        engine = LlamaEngine(model, info, settings)
+        engine = LlamaEngine(model, settings)
         budget = settings.n_ctx - max(t for _, t in OLD_TASKS.values()) - 64
         started = time.perf_counter()
         stages = {"correction": 0.0, "metadata": 0.0}
@@ -163,8 +163,8 @@ def run_baseline(files: list[Path], model: Path, info: ModelInfo, threads: int, 
         wall = time.perf_counter() - started
         stats = engine.stats
         del engine
-    return ModeResult(mode, len(files), wall, prompt_tokens=stats.prompt_tokens, evaluated_tokens=stats.evaluated_tokens,
-                      generated_tokens=stats.generated_tokens, peak_rss_mb=sampler.peak / 2**20, fields_null=nulls, stage_seconds=stages,
+    return ModeResult(mode, len(files), wall, tokens=stats.copy(), peak_rss_mb=sampler.peak / 2**20, fields_null=nulls,
+                      stage_seconds=stages,
                       settings={"n_threads": threads, "n_threads_batch": batch_threads, "n_ctx": 2048, "n_batch": 512,
                                 "flash_attn": False})
 
@@ -179,7 +179,7 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str, process: sub
         time.sleep(0.2)
 
 
-def run_daemon_passes(files: list[Path], config: Config, work: Path, progress: Progress,
+def run_daemon_passes(files: list[Path], config: Config, work: Path, progress: ProgressReport,
                       modes: tuple[str, ...] = ("enrichd", "enrichd-warm")) -> list[ModeResult]:
     """`enrichd run` on a temporary spool: one cold pass, then the same files again on the warm cache.
 
@@ -246,12 +246,7 @@ def _collect(mode: str, files: list[Path], outbox: Path, wall: float, peak: int,
                                   "flash_attn": config.model.flash_attn, "cache": "cold" if mode == "enrichd" else "warm"})
     for path in files:
         output = json.loads((outbox / output_names(path.name)[0]).read_text())
-        tokens = output["stats"]["tokens"]
-        result.prompt_tokens += tokens["prompt"]
-        result.evaluated_tokens += tokens["evaluated"]
-        result.generated_tokens += tokens["generated"]
-        result.drafted_tokens += tokens.get("drafted", 0)
-        result.accepted_tokens += tokens.get("accepted", 0)
+        result.tokens += EngineStats.of_tokens(output["stats"]["tokens"])
         result.outputs_valid += not schema_errors(output)
         result.fields_null += sum(v is None for v in (output["metadata"] or {}).values())
         result.segments_rejected += output["stats"].get("segments", {}).get("rejected", 0)
@@ -263,14 +258,14 @@ def _collect(mode: str, files: list[Path], outbox: Path, wall: float, peak: int,
 def _generation_rate(model: str, threads: int, cpus: list[int], results: Any) -> None:
     os.sched_setaffinity(0, cpus)
     setup_logging(LoggingConfig(level="WARNING"))
-    engine = LlamaEngine(Path(model), ModelInfo("", "", ""), LlamaSettings(n_ctx=1024, n_threads=threads))
+    engine = LlamaEngine(Path(model), LlamaSettings(n_ctx=1024, n_threads=threads))
     results.put(engine.generation_rate("Raconte une longue histoire : il était une fois", LIMIT_GENERATED_TOKENS))
 
 
-def measure_limits(model: Path, cpus: list[int], progress: Progress) -> dict[str, float]:
+def measure_limits(model: Path, cpus: list[int], progress: ProgressReport) -> dict[str, float]:
     """Prompt tokens/s with every CPU (batch of 512), and generation tokens/s: one sequence on every CPU,
     and the aggregate of one single-threaded process per CPU running at once."""
-    engine = LlamaEngine(model, ModelInfo("", "", ""), LlamaSettings(n_ctx=1024, n_batch=512, n_threads=len(cpus)))
+    engine = LlamaEngine(model, LlamaSettings(n_ctx=1024, n_batch=512, n_threads=len(cpus)))
     prompt_rate = engine.prompt_rate("Bonjour, je vous appelle au sujet de ma facture. ", LIMIT_PROMPT_TOKENS)
     engine.close()
     spawn = multiprocessing.get_context("spawn")
@@ -306,7 +301,7 @@ def corpus_files(corpus: Path, config: Config) -> list[Path]:
     return sorted(p for p in corpus.iterdir() if p.suffix.lower() in config.queue.extensions)
 
 
-def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, modes: list[str], progress: Progress,
+def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, modes: list[str], progress: ProgressReport,
               seeds: tuple[int, ...] = (0, 1, 2), injection_rate: float = 0.2) -> dict[str, Any]:
     files = corpus_files(corpus, config)
     if limit:
@@ -318,9 +313,9 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
     config.model.path = model
     results: dict[str, ModeResult] = {}
     if "baseline" in modes:
-        results["baseline"] = run_baseline(files, model, info, max(1, len(cpus) - 1), len(cpus), "baseline", progress)
+        results["baseline"] = run_baseline(files, model, max(1, len(cpus) - 1), len(cpus), "baseline", progress)
     if "baseline-allcores" in modes:
-        results["baseline-allcores"] = run_baseline(files, model, info, len(cpus), len(cpus), "baseline-allcores", progress)
+        results["baseline-allcores"] = run_baseline(files, model, len(cpus), len(cpus), "baseline-allcores", progress)
     if "enrichd" in modes:
         with tempfile.TemporaryDirectory(prefix="enrichd-bench-") as work:
             for result in run_daemon_passes(files, config, Path(work), progress):
@@ -334,7 +329,7 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
         "modes": {name: r.figures() for name, r in results.items()},
     }
     if "recall" in modes:
-        engine = LlamaEngine(model, info, LlamaSettings.from_config(config.model, len(cpus)))
+        engine = LlamaEngine(model, LlamaSettings.from_config(config.model, len(cpus)))
         report["recall"] = run_recall(config, files, engine, progress, seeds, injection_rate)
         engine.close()
     if "limit" in modes:
@@ -344,10 +339,11 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
         if daemon:
             best_generation = max(limits["generation_tokens_per_second_one_sequence"], limits["generation_tokens_per_second_aggregate"])
             prompt_rate = limits["prompt_tokens_per_second"]
-            floor = daemon.evaluated_tokens / prompt_rate + daemon.generated_tokens / best_generation
+            used = daemon.tokens
+            floor = used.evaluated_tokens / prompt_rate + used.generated_tokens / best_generation
             # Drafts are verified in batches, at prompt speed: only the tokens no draft supplied cost a decode step.
-            floor_drafts = ((daemon.evaluated_tokens + daemon.drafted_tokens) / prompt_rate
-                            + (daemon.generated_tokens - daemon.accepted_tokens) / best_generation)
+            floor_drafts = ((used.evaluated_tokens + used.drafted_tokens) / prompt_rate
+                            + (used.generated_tokens - used.accepted_tokens) / best_generation)
             report["limit"].update(floor_seconds=round(floor, 1), efficiency=round(floor / daemon.wall_seconds, 3),
                                    floor_seconds_with_drafts=round(floor_drafts, 1),
                                    efficiency_with_drafts=round(floor_drafts / daemon.wall_seconds, 3))
@@ -360,7 +356,7 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
     return report
 
 
-def run_tune(config: Config, corpus: Path, model: Path, limit: int, progress: Progress) -> list[dict[str, Any]]:
+def run_tune(config: Config, corpus: Path, model: Path, limit: int, progress: ProgressReport) -> list[dict[str, Any]]:
     """Every worker x thread split that fits the CPUs, with n_batch 256 and 512, on a short sample."""
     files = corpus_files(corpus, config)[:limit]
     if not files:

@@ -24,6 +24,7 @@ from daemon.correction.candidates import ConfusionSets, candidates, normal
 from daemon.correction.score import Judgement
 from daemon.engine import Engine
 from daemon.formats import parse
+from daemon.messages import ProgressReport
 from daemon.prompts import prompt_set
 from daemon.text import WORD
 from daemon.transcript import Segment
@@ -31,7 +32,6 @@ from daemon.transcript import Segment
 MARGINS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
 LANGUAGE = "fr"
 
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def _sum_tables(tables: list[dict[str, dict[str, list[int]]]]) -> dict[str, dict
     return total
 
 
-def run_recall(config: Config, files: list[Path], engine: Engine, progress: Progress,
+def run_recall(config: Config, files: list[Path], engine: Engine, progress: ProgressReport,
                seeds: tuple[int, ...] = (0, 1, 2), rate: float = 0.2) -> dict[str, Any]:
     """Each file: corrected clean, then with each seed's errors; one engine for everything."""
     correction = config.enrichment.correction

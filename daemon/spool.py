@@ -1,11 +1,12 @@
-"""The file queue: spool directories, the state of each file, and the moves between them.
+"""The file queue: spool directories, the state of each file, the moves between them, and what a job's
+outcome does to its file.
 
 inbox/ --claim (atomic rename)--> processing/ --retire--> archive/ (or deleted)
                                       |--release (crash, drain, transient error)--> inbox/
                                       '--fail--> failed/ + <name>.error.json
 Every move is an os.rename inside one filesystem, so a file is always in exactly one place; the
-input is retired only after its output is on disk. Attempt counts live in a small SQLite ledger so
-they survive restarts.
+input is retired only after its output is on disk (the worker wrote it). Attempt counts and retry
+times live in a small SQLite ledger so they survive restarts.
 """
 
 from __future__ import annotations
@@ -22,12 +23,19 @@ from typing import Any
 
 from loguru import logger
 
-from daemon.config import Config
+from daemon.config import Config, QueueConfig
 from daemon.errors import QueueError
+from daemon.messages import ErrorInfo, Job
 from daemon.output import write_atomic
 
 ALWAYS_IGNORED = (".*", "~$*", "*.tmp", "*.part", "*.crdownload", "*.swp")
 ERROR_SUFFIX = ".error.json"
+LEDGER_FILE = "ledger.sqlite"
+
+
+def backoff_seconds(base: float, attempts: int) -> float:
+    """The wait before attempt `attempts + 1`: `base`, doubled with every further attempt."""
+    return base * 2 ** max(0, attempts - 1)
 
 
 @dataclass
@@ -81,6 +89,23 @@ class Intake:
 
     def wanted(self, name: str) -> bool:
         return not self.ignored(name) and Path(name).suffix.lower() in self.extensions
+
+    def scan(self, inbox: Path) -> set[str]:
+        """Every entry name in the inbox (a full scan: filesystem events get lost)."""
+        try:
+            with os.scandir(inbox) as entries:
+                return {e.name for e in entries}
+        except OSError as exc:
+            logger.error("cannot list inbox {}: {}", inbox, exc)
+            return set()
+
+    def depth(self, inbox: Path) -> int:
+        """How many files wait in the inbox (-1 when it cannot be listed)."""
+        try:
+            with os.scandir(inbox) as entries:
+                return sum(1 for e in entries if self.wanted(e.name))
+        except OSError:
+            return -1
 
 
 def entry_problem(path: Path) -> str | None:
@@ -167,11 +192,53 @@ def _unique(directory: Path, name: str) -> Path:
     return directory / f"{stem}.{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}{suffix}"
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What an outcome did to the file: `retired`, `retry` (after `delay` seconds) or `failed` (to `target`)."""
+
+    action: str
+    attempts: int
+    delay: float = 0.0
+    target: Path | None = None
+
+
 @dataclass
 class FileQueue:
     spool: Spool
     ledger: Ledger
-    on_success: str = "archive"
+    settings: QueueConfig = field(default_factory=QueueConfig)
+
+    @classmethod
+    def open(cls, spool: Spool, settings: QueueConfig) -> "FileQueue":
+        return cls(spool, Ledger(spool.state / LEDGER_FILE), settings)
+
+    def settle(self, job: Job, error: ErrorInfo | None = None, permanent: bool = False) -> Verdict:
+        """The one place that decides a file's fate after its job. Done: retired. Failed: the attempt is
+        recorded, then the file is released to the inbox to be retried after a backoff, or failed once
+        the error is permanent or the attempts are spent. A crash between the ledger write and the move
+        leaves the file in processing/, which the next start puts back in the inbox."""
+        if error is None:
+            self.retire(job.name)
+            return Verdict("retired", job.attempt)
+        delay = backoff_seconds(self.settings.backoff_seconds, job.attempt)
+        attempts = self.ledger.record_attempt(job.name, error.message, time.time() + delay)
+        if permanent or attempts >= self.settings.max_attempts:
+            target = self.fail(job.name, {"error_type": error.type, "message": error.message, "worker_pid": error.pid,
+                                          "traceback": error.traceback, "permanent": permanent})
+            logger.error("failed {}: {}: {} (attempt {}, moved to {})", job.name, error.type, error.message, attempts,
+                         target.parent.name + "/")
+            return Verdict("failed", attempts, target=target)
+        self.release(job.name)
+        logger.warning("retry {} in {:.0f} s: {}: {} (attempt {} of {})", job.name, delay, error.type, error.message,
+                       attempts, self.settings.max_attempts)
+        return Verdict("retry", attempts, delay)
+
+    def reject(self, name: str, problem: str) -> Verdict:
+        """An inbox entry that must never be read (a link, a FIFO, a folder): to failed/ as it is."""
+        target = self.fail(name, {"error_type": "UnsafeEntry", "message": f"{name}: {problem}", "permanent": True},
+                           from_inbox=True)
+        logger.error("failed {}: {}; moved to failed/", name, problem)
+        return Verdict("failed", 0, target=target)
 
     def claim(self, name: str) -> Path | None:
         """Move an inbox file into processing/; None if someone else took it or a twin is in flight."""
@@ -185,21 +252,26 @@ class FileQueue:
         return target
 
     def release(self, name: str) -> None:
-        """Back to the inbox (crash recovery, drain, transient failure); the ledger keeps the count."""
+        """processing/ -> inbox (crash recovery, drain, transient failure); the ledger keeps the count. A name
+        taken in the inbox meanwhile gets a timestamped twin: nothing is overwritten."""
         source = self.spool.processing / name
         if os.path.lexists(source):
             os.rename(source, _unique(self.spool.inbox, name))
 
     def retire(self, name: str) -> None:
+        """processing/ -> archive/ (or deleted), once the output is on disk. A crash before the move leaves the
+        input in processing/: it is enriched again after restart and its deterministic output name is
+        overwritten, never doubled."""
         source = self.spool.processing / name
-        if self.on_success == "delete":
+        if self.settings.on_success == "delete":
             source.unlink(missing_ok=True)
         elif os.path.lexists(source):
             os.replace(source, self.spool.archive / name)
         self.ledger.forget(name)
 
     def fail(self, name: str, details: dict[str, Any], from_inbox: bool = False) -> Path:
-        """Park the file in failed/ beside `<name>.error.json`; nothing is deleted."""
+        """Park the file in failed/ beside `<name>.error.json`; nothing is deleted. The file moves first: a crash
+        before the record is written leaves it in failed/ without its reason, never lost."""
         source = (self.spool.inbox if from_inbox else self.spool.processing) / name
         target = _unique(self.spool.failed, name)
         os.rename(source, target)
@@ -210,7 +282,7 @@ class FileQueue:
         return target
 
     def recover(self) -> list[str]:
-        """After a crash: put processing/ back in the inbox and drop half-written outputs."""
+        """After a crash: put processing/ back in the inbox and drop half-written (hidden .tmp) outputs."""
         moved = []
         for path in sorted(self.spool.processing.iterdir()):
             self.release(path.name)
@@ -221,7 +293,8 @@ class FileQueue:
         return moved
 
     def requeue(self, names: list[str] | None) -> list[str]:
-        """failed/ -> inbox with a fresh attempt count; `names` None means every failed file."""
+        """failed/ -> inbox with a fresh attempt count; `names` None means every failed file. The record goes only
+        after the file has moved."""
         if names is None:
             names = sorted(p.name for p in self.spool.failed.iterdir() if not p.name.endswith(ERROR_SUFFIX))
         moved = []

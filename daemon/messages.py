@@ -1,0 +1,132 @@
+"""What crosses between processes: the jobs a pool runs and the events its workers send back.
+
+Every message is a frozen dataclass (picklable for multiprocessing queues, and plain data for a JSON
+transport): a worker reports that it is ready, alive, how far a job has got, and how each job ended.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable, Union
+
+from daemon.engine import EngineStats
+
+ProgressReport = Callable[[str], None]
+
+
+class WorkerState(Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    RETIRING = "retiring"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One claimed file: its name in processing/ and which attempt this is."""
+
+    name: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class SlotStatus:
+    """One worker as a pool reports it, for the status file and the throughput line."""
+
+    id: int
+    pid: int | None
+    state: WorkerState
+    cpus: tuple[int, ...]
+    job: Job | None
+    progress: str
+    jobs_done: int
+    busy: float
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    type: str
+    message: str
+    traceback: str | None = None
+    pid: int | None = None
+
+    @classmethod
+    def of(cls, exc: BaseException) -> "ErrorInfo":
+        return cls(type(exc).__name__, str(exc), traceback.format_exc(), os.getpid())
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """A finished job in figures: what the log line, the throughput and the bench read."""
+
+    outputs: tuple[str, ...]
+    timings: dict[str, float]
+    segments: int
+    corrections: dict[str, int]
+    tokens: EngineStats
+    cache_result: str | None
+    cache: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, output: dict[str, Any], outputs: tuple[str, ...]) -> "JobSummary":
+        stats = output["stats"]
+        counts = EngineStats.of_tokens(stats["tokens"], stats.get("model_calls", 0))
+        return cls(outputs, output["timings"], len(output["segments"]), stats.get("segments", {}), counts,
+                   stats.get("cache"), stats.get("cache_hits_misses", {}))
+
+
+@dataclass(frozen=True)
+class Ready:
+    worker: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    worker: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    worker: int
+    job: Job
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    worker: int
+    job: Job
+    summary: JobSummary
+
+
+@dataclass(frozen=True)
+class Failed:
+    worker: int
+    job: Job
+    error: ErrorInfo
+    permanent: bool
+
+
+@dataclass(frozen=True)
+class Fatal:
+    """The worker cannot work at all (its model did not load): the daemon stops."""
+
+    worker: int
+    error: ErrorInfo
+
+
+@dataclass(frozen=True)
+class Lost:
+    """Not from a worker but about one: it died, hung or overran, and `job` goes back to the queue."""
+
+    worker: int
+    job: Job
+    reason: str
+    pid: int | None
+
+
+Event = Union[Ready, Heartbeat, Progress, Done, Failed, Fatal]
