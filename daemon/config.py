@@ -76,8 +76,8 @@ class ModelConfig:
 class CorrectionConfig:
     enabled: bool = True
     mode: Literal["score", "rewrite", "both"] = "score"
-    score_tokens: int = _field(8, 0, 256)
-    prune_nats: float | None = _field(8.0, 0)
+    score_tokens: int = _field(4, 0, 256)
+    prune_nats: float | None = _field(4.0, 0)
     chunk_tokens: int = _field(256, 1)
     score_batch: bool = True
     confusion_files: list[str] = _field([])

@@ -89,7 +89,8 @@ def test_extra_files_and_margins_from_configuration(tmp_path):
     edit = next(e for e in candidates("monsieur Dupont", sets) if e.target == "Dupond")
     assert edit.kind == "local" and sets.margin(edit) == 6.0
     assert sets.margin(next(e for e in candidates("il a", sets) if e.target == "à")) == 1.5
-    assert sets.margin(next(e for e in candidates("il et", sets) if e.target == "est")) == FR.margins["default"]
+    assert sets.margin(next(e for e in candidates("il et", sets) if e.target == "est")) == FR.margins["homophone"]
+    assert sets.margin(next(e for e in candidates("monsieur Dupond", sets) if e.target == "Dupont")) == 6.0
     assert sets.digest != FR.digest
 
 
@@ -99,3 +100,11 @@ def test_a_broken_set_names_its_file_and_group(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load_sets("fr", (str(bad),))
     assert "bad.yaml" in str(caught.value) and "['seul']" in str(caught.value)
+
+
+def test_a_word_said_twice_in_a_row_is_left_alone():
+    assert "aux" not in targets("emmenez le aux aux urgences")
+    assert "où" not in targets("heu où où elle est")
+    assert "ses" not in targets("en dehors de ses s- s- ses crises")
+    assert "est" in targets("il est est-ce que")  # "est-ce" is another word
+    assert targets("le le") == {}

@@ -18,6 +18,7 @@ from tests.fakes import FakeEngine, word_tokens
 
 FR = prompt_set(EnrichmentConfig(), "fr")
 EN = prompt_set(EnrichmentConfig(), "en")
+NO_EDIT = dict.fromkeys(("default", "homophone", "elision", "verb_person", "plural", "verb_e", "verb_ai"), 1e9)
 
 
 def segments(*texts: str, speakers: bool = True) -> list[Segment]:
@@ -219,7 +220,7 @@ def test_batched_gains_equal_each_candidate_scored_alone(exact_engine, texts, sp
     engine = exact_engine
     trace: list[Judgement] = []
     segs = segments(*texts, speakers=speakers)
-    config = CorrectionConfig(prune_nats=None, margins={"default": 1e9}, chunk_tokens=16)
+    config = CorrectionConfig(prune_nats=None, margins=NO_EDIT, chunk_tokens=16)
     scorer = Corrector(engine, config, FR, trace=trace)
     scorer.correct(segs, "fr")
     assert len(trace) == scorer.stats.candidates == scorer.stats.branches > 4
@@ -253,7 +254,7 @@ def test_metadata_reads_on_from_where_scoring_stopped(small_engine):
     from daemon.prompts import fenced
 
     segs = segments(*CALL)
-    outcomes = Corrector(small_engine, CorrectionConfig(margins={"default": 1e9}), FR).correct(segs, "fr")
+    outcomes = Corrector(small_engine, CorrectionConfig(margins=NO_EDIT), FR).correct(segs, "fr")
     assert all(o.status == "unchanged" for o in outcomes)
     dialogue = "\n".join(s.line() for s in segs)
     completion = small_engine.chat(FR.metadata_system, fenced(dialogue) + "\n\nDonne un titre.", max_tokens=4, temperature=0.0)

@@ -170,12 +170,24 @@ def _alternatives(words: list[str], i: int, sets: ConfusionSets) -> list[tuple[s
     return unique
 
 
+def _repeated(words: list[str], i: int) -> bool:
+    """Word i said twice in a row (a disfluency, "le le", "où où elle", "ses s- s- ses"): its copies are spelled
+    alike, and correcting one of them would change what was said."""
+    here = normal(words[i])
+    fragment = lambda w: w.endswith("-")
+    before = next((normal(w) for w in reversed(words[:i]) if not fragment(w)), None)
+    after = next((normal(w) for w in words[i + 1:] if not fragment(w)), None)
+    return here in (before, after)
+
+
 def candidates(text: str, sets: ConfusionSets) -> list[Edit]:
-    """Every single-word edit the sets allow in `text`, in word order."""
+    """Every single-word edit the sets allow in `text`, in word order; none on a word its neighbour repeats."""
     matches = list(WORD.finditer(text))
     words = [m.group(0) for m in matches]
     edits = []
     for i, match in enumerate(matches):
+        if _repeated(words, i):
+            continue
         for alternative, kind in _alternatives(words, i, sets):
             edits.append(Edit(i, match.start(), match.end(), match.group(0), _written_like(match.group(0), alternative), kind))
     return edits
