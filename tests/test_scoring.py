@@ -241,6 +241,22 @@ def test_batched_gains_equal_each_candidate_scored_alone(exact_engine, texts, sp
     assert speakers or any(j.position == 0 and j.edit.word == 0 for j in trace)
 
 
+def test_a_step_may_begin_at_any_token_and_the_gains_stay_the_same(exact_engine):
+    """Steps of every size from 1 token: a line whose first word has candidates may begin a step, and is
+    judged only once the rows inside it are read (it once raised KeyError on a row not read yet)."""
+    gains = {}
+    for chunk in range(1, 13):
+        trace: list[Judgement] = []
+        Corrector(exact_engine, CorrectionConfig(prune_nats=4.0, margins=NO_EDIT, chunk_tokens=chunk), FR,
+                  trace=trace).correct(segments(*NO_SPEAKERS, speakers=False), "fr")
+        gains[chunk] = [(j.position, j.edit, j.gain) for j in trace]
+    first = gains[1]
+    assert any(position == 0 and edit.word == 0 for position, edit, _ in first)
+    for chunk, judged in gains.items():
+        assert [(p, e) for p, e, _ in judged] == [(p, e) for p, e, _ in first], chunk
+        assert [g for _, _, g in judged] == pytest.approx([g for _, _, g in first], abs=1e-3), chunk
+
+
 def test_the_kv_cache_is_consistent_for_the_next_chat(small_engine):
     ask = dict(max_tokens=12, temperature=0.0)
     before = small_engine.chat(FR.metadata_system, "<transcription>\nbonjour\n</transcription>\n\nUn titre ?", **ask)

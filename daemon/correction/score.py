@@ -278,7 +278,7 @@ class Reading:
         prune = self.config.prune_nats
         for k in range(self.window, min(self.in_main, len(self.lines))):
             line = self.lines[k]
-            if not self.live(k) or line.branch_ll is not None or line.rows.start not in self.rows:
+            if not self.live(k) or line.branch_ll is not None or not self.first_rows_read(k):
                 continue
             line.branch_ll = []
             for i, candidate in enumerate(line.candidates):
@@ -297,6 +297,11 @@ class Reading:
         at = candidate.diff - back
         tokens = (candidate.tokens + self.tokens(k + 1))[at: candidate.diff + candidate.changed + candidate.follow]
         return Branch(self.starts[k] + at, tuple(tokens))
+
+    def first_rows_read(self, k: int) -> bool:
+        """The row before every candidate's first changed token is known (a line that starts a step is not:
+        the row before it is, those inside it are not yet)."""
+        return all(self.starts[k] + candidate.diff - 1 in self.rows for candidate in self.lines[k].candidates)
 
     def first_gain(self, k: int, candidate: Candidate) -> float:
         row = self.rows[self.starts[k] + candidate.diff - 1]
