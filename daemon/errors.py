@@ -40,5 +40,9 @@ class OutputError(EnrichdError):
     """The enriched output could not be written (disk full, read-only outbox). Transient."""
 
 
+class PoolUnavailable(EnrichdError):
+    """The pool cannot take a job now (a remote pool's broker is down): the file goes back to the inbox."""
+
+
 class QueueError(EnrichdError):
     """The spool directories are unusable (missing, on different filesystems, not writable)."""

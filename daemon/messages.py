@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Callable, Union
 
@@ -44,6 +44,7 @@ class SlotStatus:
     progress: str
     jobs_done: int
     busy: float
+    host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class ErrorInfo:
     def of(cls, exc: BaseException) -> "ErrorInfo":
         return cls(type(exc).__name__, str(exc), traceback.format_exc(), os.getpid())
 
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 @dataclass(frozen=True)
 class JobSummary:
@@ -69,12 +73,23 @@ class JobSummary:
     tokens: EngineStats
     cache_result: str | None
     cache: dict[str, dict[str, int]] = field(default_factory=dict)
+    host: str | None = None
+    pid: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for a JSON transport."""
+        return {**asdict(self), "outputs": list(self.outputs)}
 
     @classmethod
-    def of(cls, output: dict[str, Any], outputs: tuple[str, ...]) -> "JobSummary":
+    def from_dict(cls, data: dict[str, Any]) -> "JobSummary":
+        return cls(**{**data, "outputs": tuple(data["outputs"]), "tokens": EngineStats(**data["tokens"])})
+
+    @classmethod
+    def of(cls, output: dict[str, Any], outputs: tuple[str, ...], write_seconds: float) -> "JobSummary":
         stats = output["stats"]
         counts = EngineStats.of_tokens(stats["tokens"], stats.get("model_calls", 0))
-        return cls(outputs, output["timings"], len(output["segments"]), stats.get("segments", {}), counts,
+        timings = {**output["timings"], "write": round(write_seconds, 3)}
+        return cls(outputs, timings, len(output["segments"]), stats.get("segments", {}), counts,
                    stats.get("cache"), stats.get("cache_hits_misses", {}))
 
 
@@ -82,6 +97,7 @@ class JobSummary:
 class Ready:
     worker: int
     pid: int
+    load_seconds: float
 
 
 @dataclass(frozen=True)
@@ -98,9 +114,12 @@ class Progress:
 
 @dataclass(frozen=True)
 class Done:
+    """A job ended well. A local worker wrote the outputs itself; a remote one sends `document` to be written."""
+
     worker: int
     job: Job
     summary: JobSummary
+    document: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,10 +140,11 @@ class Fatal:
 
 @dataclass(frozen=True)
 class Lost:
-    """Not from a worker but about one: it died, hung or overran, and `job` goes back to the queue."""
+    """Not from a worker but about one: it died, hung, overran or never loaded, and was replaced; `job`, the job
+    it held if any, goes back to the queue."""
 
     worker: int
-    job: Job
+    job: Job | None
     reason: str
     pid: int | None
 

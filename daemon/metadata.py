@@ -4,25 +4,29 @@ Every task prompt is [system][fenced transcript][task], run back to back on one 
 llama.cpp evaluates the transcript once and only the short task text afterwards. Each answer is
 validated and normalised; a field that cannot be produced validly after one stricter retry is null
 with its reason, never an invented value. Transcripts longer than the context are summarised in
-chunks first (map-reduce), and the four tasks then read the chunk summaries.
+chunks first (map-reduce), and the four tasks then read the chunk summaries. The satisfaction score
+is not written but read: the model's probabilities for the answers 1 to 5, in one pass; only its
+justification is written, for the score chosen, and refused when it says the opposite.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
+
+import yaml
 
 from daemon.config import MetadataConfig, TaskSettings
 from daemon.engine import Engine
+from daemon.errors import EngineError
 from daemon.messages import ProgressReport
 from daemon.prompts import Prompts, fenced
 from daemon.text import words
 BULLET = re.compile(r"^\s*(?:[-*•·–]|\d+[.)])\s*(.+)$")
-SCORE = re.compile(r"(?:note|score|satisfaction)\s*[:=]?\s*\**\s*([1-5])\b|\b([1-5])\s*/\s*5\b", re.IGNORECASE)
-LONE_DIGIT = re.compile(r"\b([1-5])\b")
-JUSTIFICATION = re.compile(r"justification\s*:\s*(.+)", re.IGNORECASE | re.DOTALL)
-LABEL = re.compile(r"^\s*(?:\*\*)?(?:titre|title|résumé|resume|summary)\s*(?:\*\*)?\s*:\s*", re.IGNORECASE)
+LABEL = re.compile(r"^\s*(?:\*\*)?(?:titre|title|résumé|resume|summary|justification)\s*(?:\*\*)?\s*:\s*", re.IGNORECASE)
 TITLE_TRIM = " \t\u00a0\u202f#*.\"'«»“”"
 TASKS = ("title", "summary", "satisfaction", "bullets")
 ANSWER_MARGIN_TOKENS = 64
@@ -31,7 +35,12 @@ COPY_LINE_WORDS = 5
 
 
 class Invalid(Exception):
-    """An answer that fails validation; the message is the reason recorded in stats."""
+    """An answer that fails validation; the message is the reason recorded in stats, `retry` the prompt added
+    to the instruction for the second try (`stricter` unless the reason calls for another)."""
+
+    def __init__(self, reason: str, retry: str = "stricter"):
+        super().__init__(reason)
+        self.retry = retry
 
 
 @dataclass
@@ -72,7 +81,7 @@ def validate_title(answer: str, source: SourceText, config: MetadataConfig) -> s
     if count < 2:
         raise Invalid("title too short")
     if count > 12:
-        raise Invalid(f"title has {count} words")
+        raise Invalid(f"title has {count} words", retry="shorter")
     if source.copies(title):
         raise Invalid("title copies the transcript")
     return title
@@ -103,22 +112,66 @@ def validate_summary(answer: str, source: SourceText, config: MetadataConfig) ->
     return _trim_to_words(text, config.summary_max_words)
 
 
-def validate_satisfaction(answer: str, source: SourceText, config: MetadataConfig) -> dict[str, Any]:
-    match = SCORE.search(answer) or LONE_DIGIT.search(answer)
-    if not match:
-        raise Invalid("no score from 1 to 5 in the answer")
-    score = int(next(g for g in match.groups() if g))
-    found = JUSTIFICATION.search(answer)
-    rest = found.group(1) if found else answer[match.end():]
-    rest = " ".join(rest.strip(" .:-*\n").split())
-    sentence = re.split(r"(?<=[.!?])\s", rest, maxsplit=1)[0].strip()
+@dataclass(frozen=True)
+class Satisfaction:
+    """The model's probabilities for the answers 1..5, and what the output reports of them."""
+
+    probabilities: tuple[float, ...]
+
+    @classmethod
+    def of(cls, logprobs: list[float]) -> "Satisfaction":
+        top = max(logprobs)
+        weights = [math.exp(lp - top) for lp in logprobs]
+        return cls(tuple(w / sum(weights) for w in weights))
+
+    @property
+    def expected(self) -> float:
+        return sum(p * score for score, p in enumerate(self.probabilities, start=1))
+
+    @property
+    def confidence(self) -> float:
+        return max(self.probabilities)
+
+    def score(self, thresholds: tuple[float, ...] | None = None) -> int:
+        return score_of(self.expected, thresholds)
+
+
+def score_of(expected: float, thresholds: tuple[float, ...] | None = None) -> int:
+    """The expectation rounded, or placed among a deployment's calibrated thresholds."""
+    if thresholds:
+        return 1 + sum(expected >= t for t in thresholds)
+    return min(5, max(1, math.floor(expected + 0.5)))
+
+
+def cue_phrases(listed: str) -> list[tuple[str, ...]]:
+    return [tuple(words(phrase)) for phrase in listed.split(",") if words(phrase)]
+
+
+def contradicts(sentence: str, score: int, prompts: Prompts) -> bool:
+    """Words of unhappiness beside a 4 or 5, or of contentment beside a 1 or 2 ("pas satisfait" is unhappy)."""
+    tokens = words(sentence)
+    moods = []
+    for mood, listed in ((-1, prompts.unhappy_words), (1, prompts.happy_words)):
+        for phrase in cue_phrases(listed):
+            for i in range(len(tokens) - len(phrase) + 1):
+                if tuple(tokens[i:i + len(phrase)]) == phrase:
+                    negated = any(t in NEGATIONS for t in tokens[max(0, i - 3):i])
+                    moods.append(-mood if negated else mood)
+    return (score >= 4 and -1 in moods) or (score <= 2 and 1 in moods)
+
+
+def validate_justification(answer: str, source: SourceText, score: int, prompts: Prompts) -> str:
+    text = " ".join(LABEL.sub("", _first_line(answer)).lstrip(" .:-*").split())
+    sentence = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].strip()
     if len(words(sentence)) < 3:
         raise Invalid("no justification sentence")
-    if "(1" in sentence or "5 (" in sentence:
-        raise Invalid("justification repeats the rating scale")
+    if source.copies(sentence):
+        raise Invalid("justification copies the transcript")
+    if contradicts(sentence, score, prompts):
+        raise Invalid(f"justification contradicts the score {score}")
     if len(words(sentence)) > 40:
         sentence = " ".join(sentence.split()[:40]).rstrip(",;") + "…"
-    return {"score": score, "justification": sentence}
+    return sentence
 
 
 def validate_bullets(answer: str, source: SourceText, config: MetadataConfig) -> list[str]:
@@ -139,10 +192,11 @@ def validate_bullets(answer: str, source: SourceText, config: MetadataConfig) ->
 VALIDATORS: dict[str, Callable[[str, SourceText, MetadataConfig], Any]] = {
     "title": validate_title,
     "summary": validate_summary,
-    "satisfaction": validate_satisfaction,
     "bullets": validate_bullets,
 }
-STOPS: dict[str, list[str]] = {"title": ["\n"], "summary": ["\n\n\n"], "satisfaction": ["\n\n"], "bullets": ["\n\n\n"]}
+STOPS: dict[str, list[str]] = {"title": ["\n"], "summary": ["\n\n\n"], "satisfaction": ["\n"], "bullets": ["\n\n\n"]}
+DIGITS = ("1", "2", "3", "4", "5")
+NEGATIONS = {"ne", "n", "pas", "jamais", "sans", "not", "no", "never", "without", "n't"}
 
 
 @dataclass
@@ -163,22 +217,63 @@ class MetadataWriter:
     config: MetadataConfig
     prompts: Prompts
     progress: ProgressReport | None = None
+    thresholds: tuple[float, ...] | None = None
 
     def _settings(self, task: str) -> TaskSettings:
         return getattr(self.config, task)
 
-    def _ask(self, context: str, instruction: str, settings: TaskSettings, stop: list[str]) -> str:
+    def _user(self, context: str, instruction: str) -> str:
         parts = [fenced(context), instruction] if self.config.transcript_first else [instruction, fenced(context)]
+        return "\n\n".join(parts)
+
+    def _ask(self, context: str, instruction: str, settings: TaskSettings, stop: list[str]) -> str:
         return self.engine.chat(
-            self.prompts.metadata_system, "\n\n".join(parts),
+            self.prompts.metadata_system, self._user(context, instruction),
             max_tokens=settings.max_tokens, temperature=settings.temperature,
             stop=stop, repeat_penalty=self.config.repeat_penalty,
         ).text
 
+    def _answer(self, task: str, context: str, instruction: str, validate: Callable[[str], Any],
+                result: MetadataResult, reason_key: str) -> Any:
+        """A validated answer, asked once more with a stricter instruction if the first is invalid, else None
+        with the reason recorded."""
+        for attempt in range(2):
+            try:
+                return validate(self._ask(context, instruction, self._settings(task), STOPS[task]))
+            except Invalid as exc:
+                result.null_reasons[reason_key] = str(exc)
+                if attempt == 0:
+                    result.retries += 1
+                    instruction = f"{instruction} {getattr(self.prompts, exc.retry)}"
+        return None
+
+    def reading(self, context: str) -> Satisfaction:
+        """The model's probabilities for the answers 1..5 to the satisfaction question, in one pass."""
+        prompt = self.engine.render(self.prompts.metadata_system, self._user(context, self.prompts.satisfaction))
+        return Satisfaction.of(self.engine.choose(prompt + self.prompts.satisfaction_answer, DIGITS))
+
+    def satisfaction(self, context: str, source: SourceText, result: MetadataResult) -> dict[str, Any] | None:
+        """Score read from the probabilities of the five answers, then a justification written for that score."""
+        prompts = self.prompts
+        try:
+            reading = self.reading(context)
+        except EngineError as exc:
+            result.null_reasons["satisfaction"] = f"the answers could not be scored: {exc}"
+            return None
+        score = reading.score(self.thresholds)
+        justification = self._answer(
+            "satisfaction", context, prompts.satisfaction_reason.format(score=score),
+            lambda answer: validate_justification(answer, source, score, prompts), result, "satisfaction.justification")
+        if justification is not None:
+            result.null_reasons.pop("satisfaction.justification", None)
+        return {"score": score, "expected": round(reading.expected, 1), "confidence": round(reading.confidence, 3),
+                "probabilities": [round(p, 3) for p in reading.probabilities], "justification": justification}
+
     def _budget(self) -> int:
         """Tokens of transcript one prompt may carry."""
         fixed = self.engine.count_tokens(self.prompts.metadata_system) + max(
-            self.engine.count_tokens(_task_text(self.prompts, t, self.config) + " " + self.prompts.stricter) for t in TASKS)
+            self.engine.count_tokens(f"{_task_text(self.prompts, t, self.config)} {retry}")
+            for t in TASKS for retry in (self.prompts.stricter, self.prompts.shorter))
         answer = max(self._settings(t).max_tokens for t in TASKS)
         return self.engine.n_ctx - fixed - answer - ANSWER_MARGIN_TOKENS
 
@@ -200,7 +295,7 @@ class MetadataWriter:
             chunks.append("\n".join(current))
         return chunks
 
-    def _context(self, dialogue: str, result: MetadataResult) -> str:
+    def context(self, dialogue: str, result: MetadataResult) -> str:
         """The transcript itself when it fits, else summaries of its parts (recursively)."""
         budget = self._budget()
         context = dialogue
@@ -222,21 +317,65 @@ class MetadataWriter:
         if not self.config.enabled:
             result.null_reasons = {t: "metadata disabled" for t in TASKS}
             return result
-        context = self._context(dialogue, result)
+        context = self.context(dialogue, result)
         source = SourceText.of(dialogue)
         for task in TASKS:
-            instruction = _task_text(self.prompts, task, self.config)
-            for attempt in range(2):
-                answer = self._ask(context, instruction, self._settings(task), STOPS[task])
-                try:
-                    result.values[task] = VALIDATORS[task](answer, source, self.config)
-                    result.null_reasons.pop(task, None)
-                    break
-                except Invalid as exc:
-                    result.null_reasons[task] = str(exc)
-                    if attempt == 0:
-                        result.retries += 1
-                        instruction = f"{instruction} {self.prompts.stricter}"
+            if task == "satisfaction":
+                value = self.satisfaction(context, source, result)
+            else:
+                validate = VALIDATORS[task]
+                value = self._answer(task, context, _task_text(self.prompts, task, self.config),
+                                     lambda answer: validate(answer, source, self.config), result, task)
+            result.values[task] = value
+            if value is not None:
+                result.null_reasons.pop(task, None)
             if self.progress:
                 self.progress(task)
         return result
+
+
+SATISFACTION_FILE = "satisfaction.yaml"
+
+
+def fit_thresholds(labelled: list[tuple[float, int]]) -> tuple[float, ...]:
+    """Four cut points on `expected` that give the most labelled calls their own label (scores rising with
+    `expected`): the best split of the calls sorted by `expected` into five runs, 1 to 5, found by dynamic
+    programming; calls with equal expectations are never split. A cut falls midway between its two runs."""
+    values = sorted({e for e, _ in labelled})
+    blocks = [[label for e, label in labelled if e == value] for value in values]
+    # best[i][s]: most agreements for the first i blocks, scored at most s
+    best = [[0] * 6 for _ in range(len(blocks) + 1)]
+    for i, block in enumerate(blocks, start=1):
+        for s in range(1, 6):
+            best[i][s] = max(best[i][s - 1], best[i - 1][s] + block.count(s))
+    scores, s = [0] * len(blocks), 5
+    for i in range(len(blocks), 0, -1):
+        while s > 1 and best[i][s] == best[i][s - 1]:
+            s -= 1
+        scores[i - 1] = s
+    cuts = []
+    for s in range(1, 5):
+        below = [v for v, sc in zip(values, scores) if sc <= s]
+        above = [v for v, sc in zip(values, scores) if sc > s]
+        cut = (max(below) + min(above)) / 2 if below and above else (max(values) + 0.01 if below else min(values) - 0.01)
+        cuts.append(round(max([cut, *cuts]), 3))
+    return tuple(cuts)
+
+
+def read_thresholds(state_dir: Path) -> tuple[float, ...] | None:
+    """The thresholds `enrichd calibrate --write` stored for this deployment, if any."""
+    try:
+        data = yaml.safe_load((state_dir / SATISFACTION_FILE).read_text())
+        cuts = tuple(float(t) for t in data["thresholds"])
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return None
+    return cuts if len(cuts) == 4 and list(cuts) == sorted(cuts) else None
+
+
+def write_thresholds(state_dir: Path, thresholds: tuple[float, ...], calls: int) -> Path:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / SATISFACTION_FILE
+    path.write_text(f"# written by `enrichd calibrate --write` from {calls} labelled calls: a call whose expected "
+                    "satisfaction reaches the k-th threshold scores k + 1\n"
+                    + yaml.safe_dump({"thresholds": list(thresholds)}, sort_keys=False))
+    return path

@@ -78,7 +78,8 @@ def render_markdown(output: dict[str, Any]) -> str:
     lines = [f"# {meta.get('title') or output['id']}", ""]
     satisfaction = meta.get("satisfaction")
     if satisfaction:
-        lines += [f"**Satisfaction:** {satisfaction['score']}/5 — {satisfaction['justification']}", ""]
+        because = f" — {satisfaction['justification']}" if satisfaction["justification"] else ""
+        lines += [f"**Satisfaction:** {satisfaction['score']}/5 (expected {satisfaction['expected']}){because}", ""]
     if meta.get("bullet_points"):
         lines += [f"- {b}" for b in meta["bullet_points"]] + [""]
     if meta.get("summary"):
@@ -92,9 +93,10 @@ def render_markdown(output: dict[str, Any]) -> str:
 
 
 def output_names(input_name: str) -> tuple[str, str]:
-    """Deterministic, so a re-run after a crash overwrites instead of adding a second output."""
-    stem = Path(input_name).stem
-    return stem + OUTPUT_SUFFIX, stem + MARKDOWN_SUFFIX
+    """Deterministic, so a re-run after a crash overwrites instead of adding a second output; an input in a
+    subfolder of the inbox gets its outputs in the same subfolder of the outbox."""
+    name = Path(input_name)
+    return str(name.parent / (name.stem + OUTPUT_SUFFIX)), str(name.parent / (name.stem + MARKDOWN_SUFFIX))
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -127,6 +129,7 @@ def write_outputs(outbox: Path, input_name: str, output: dict[str, Any], markdow
         raise OutputError(f"{input_name}: output does not match the schema: {'; '.join(errors[:5])}")
     json_name, md_name = output_names(input_name)
     written = [outbox / json_name]
+    written[0].parent.mkdir(parents=True, exist_ok=True)
     if markdown:
         write_atomic(outbox / md_name, render_markdown(output))
         written.append(outbox / md_name)

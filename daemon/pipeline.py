@@ -22,20 +22,22 @@ from daemon.correction import STATUSES, Corrector, confusion_sets
 from daemon.engine import Engine, EngineStats
 from daemon.language import detect_language
 from daemon.messages import ProgressReport
-from daemon.metadata import MetadataWriter
+from daemon.metadata import MetadataWriter, read_thresholds
 from daemon.model_store import ModelInfo
 from daemon.output import SegmentOutcome, build_output
 from daemon.prompts import LANGUAGES, prompt_set
 from daemon.transcript import Transcript
 
 
-def prompt_version(config: EnrichmentConfig) -> str:
-    """Short hash of every prompt text, confusion set and generation parameter: changes whenever outputs could."""
+def prompt_version(config: EnrichmentConfig, thresholds: tuple[float, ...] | None = None) -> str:
+    """Short hash of every prompt text, confusion set, generation parameter and calibration: changes whenever
+    outputs could."""
     material: dict[str, Any] = {
         "prompts": {lang: asdict(prompt_set(config, lang)) for lang in LANGUAGES},
         "correction": asdict(config.correction),
         "confusions": {lang: confusion_sets(config.correction, lang).digest for lang in LANGUAGES},
         "metadata": asdict(config.metadata),
+        "satisfaction_thresholds": thresholds,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -49,9 +51,11 @@ class EnrichContext:
     engine: Callable[[], Engine]
     cache: Cache | None = None
     prompt_version: str = field(init=False)
+    thresholds: tuple[float, ...] | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.prompt_version = prompt_version(self.config.enrichment)
+        self.thresholds = read_thresholds(self.config.paths.state)
+        self.prompt_version = prompt_version(self.config.enrichment, self.thresholds)
 
     def parameters(self) -> dict[str, Any]:
         model = self.config.model
@@ -116,7 +120,8 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
     meta_stats: dict[str, Any] = {"cached": metadata is not None}
     if metadata is None:
         writer = MetadataWriter(engine, enrichment.metadata, prompts,
-                                progress=(lambda task: progress(f"metadata {task}")) if progress else None)
+                                progress=(lambda task: progress(f"metadata {task}")) if progress else None,
+                                thresholds=context.thresholds)
         result = writer.write(dialogue)
         metadata = {"values": result.values, "null_reasons": result.null_reasons}
         meta_stats.update(retries=result.retries, chunks=result.chunks)

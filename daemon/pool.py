@@ -21,11 +21,13 @@ from loguru import logger
 from daemon.config import Config
 from daemon.cpus import WorkerPlan
 from daemon.engine import EngineFactory
+from daemon.lending import Loans
 from daemon.messages import Done, Event, Failed, Heartbeat, Job, Lost, Progress, Ready, SlotStatus, WorkerState
 from daemon.model_store import ModelInfo
 from daemon.worker import WorkerSpec, worker_main
 
 STALE_HEARTBEATS = 6
+LEND_AFTER_SECONDS = 0.5
 EXIT_HEARTBEATS = 4
 
 
@@ -50,6 +52,9 @@ class Pool(Protocol):
 
     def new_window(self) -> None: ...
 
+    def share_idle(self, waiting: bool) -> None:
+        """Told every tick whether files wait: idle CPUs may go to busy workers only while none does."""
+
 
 @dataclass
 class Slot:
@@ -67,6 +72,7 @@ class Slot:
     started: float = field(default_factory=time.monotonic)
     last_heartbeat: float = field(default_factory=time.monotonic)
     retire_by: float = 0.0
+    idle_since: float = field(default_factory=time.monotonic)
     busy_seconds: float = 0.0
     window_started: float = field(default_factory=time.monotonic)
 
@@ -86,6 +92,7 @@ class LocalPool:
         self.factory = factory
         self.context = multiprocessing.get_context("spawn")
         self.events: Queue = self.context.Queue()
+        self.loans = Loans(self.context, len(self.cpu_sets))
         self.workers: dict[int, Slot] = {}
         self.stopping = False
         # a worker asked to stop has a few heartbeats' time to exit before it is killed
@@ -97,7 +104,8 @@ class LocalPool:
             self._spawn(worker_id)
 
     def _spawn(self, worker_id: int) -> None:
-        spec = WorkerSpec(worker_id, tuple(self.cpu_sets[worker_id]), self.config, self.model, self.factory)
+        spec = WorkerSpec(worker_id, tuple(tuple(cpus) for cpus in self.cpu_sets), self.loans, self.config, self.model,
+                          self.factory)
         jobs: Queue = self.context.Queue()
         process = self.context.Process(target=worker_main, args=(spec, jobs, self.events),
                                        name=f"enrichd-worker-{worker_id}", daemon=True)
@@ -105,12 +113,13 @@ class LocalPool:
         self.workers[worker_id] = Slot(spec, process, jobs)
         logger.info("worker {} started (pid {}, CPUs {})", worker_id, process.pid, ",".join(map(str, spec.cpus)))
 
-    def _replace(self, slot: Slot, reason: str) -> Lost | None:
+    def _replace(self, slot: Slot, reason: str) -> Lost:
         """Kill the worker, start a new one on its CPUs (unless stopping), and hand its job back."""
         if slot.process.is_alive():
             slot.process.kill()
         slot.process.join(timeout=self.grace)
-        lost = Lost(slot.spec.id, slot.job, reason, slot.pid) if slot.job else None
+        lost = Lost(slot.spec.id, slot.job, reason, slot.pid)
+        self._withdraw(slot.spec.id)
         if self.stopping:
             del self.workers[slot.spec.id]
         else:
@@ -138,7 +147,7 @@ class LocalPool:
             elif slot.state is not WorkerState.STARTING and now - slot.last_heartbeat > stale:
                 reason = f"no heartbeat for {now - slot.last_heartbeat:.0f} s"
             if reason is not None:
-                lost += [item for item in [self._replace(slot, reason)] if item]
+                lost.append(self._replace(slot, reason))
         return lost
 
     def _retire(self, slot: Slot, now: float) -> None:
@@ -160,6 +169,7 @@ class LocalPool:
 
     def submit(self, slot_id: int, job: Job) -> None:
         slot = self.workers[slot_id]
+        self.loans.withdraw(slot_id)
         slot.job, slot.job_started, slot.state, slot.progress = job, time.monotonic(), WorkerState.BUSY, ""
         slot.jobs.put(job)
 
@@ -170,8 +180,9 @@ class LocalPool:
         """The worker's job is over; past `max_jobs_per_worker` it is asked to stop and will be replaced."""
         now = time.monotonic()
         slot.busy_seconds += now - max(slot.job_started, slot.window_started)
-        slot.job, slot.progress, slot.state = None, "", WorkerState.IDLE
+        slot.job, slot.progress, slot.state, slot.idle_since = None, "", WorkerState.IDLE, now
         slot.jobs_done += 1
+        self._withdraw(slot.spec.id)
         recycle = self.config.workers.max_jobs_per_worker
         if recycle and slot.jobs_done >= recycle and not self.stopping:
             slot.jobs.put(None)
@@ -196,8 +207,8 @@ class LocalPool:
         slot.last_heartbeat = time.monotonic()
         if isinstance(event, Ready):
             slot.state, slot.pid = WorkerState.IDLE, event.pid
-            logger.info("worker {} ready (pid {})", slot.spec.id, event.pid)
-            return []
+            logger.info("worker {} ready (pid {}, model loaded in {:.1f} s)", slot.spec.id, event.pid, event.load_seconds)
+            return [event]
         if isinstance(event, (Progress, Done, Failed)) and (slot.job is None or slot.job.name != event.job.name):
             return []
         if isinstance(event, Progress):
@@ -206,6 +217,34 @@ class LocalPool:
         if isinstance(event, (Done, Failed)):
             self._finish(slot)
         return [] if isinstance(event, Heartbeat) else [event]
+
+    # ----- lending CPUs --------------------------------------------------------------------------
+    def share_idle(self, waiting: bool) -> None:
+        """Each worker idle for a while lends its CPUs to the busy worker with the fewest; every loan is withdrawn
+        while files wait, so their workers have their CPUs back by the time the files are claimed."""
+        if not self.config.workers.lend_cpus:
+            return
+        now = time.monotonic()
+        busy = [s.spec.id for s in self.workers.values() if s.state is WorkerState.BUSY]
+        for slot in self.workers.values():
+            lender = slot.spec.id
+            current = self.loans.borrower(lender)
+            if waiting or not busy or slot.state is not WorkerState.IDLE or now - slot.idle_since < LEND_AFTER_SECONDS:
+                self.loans.withdraw(lender)
+            elif current not in busy:
+                borrower = min(busy, key=lambda worker: (len(self._cpus_of(worker)), worker))
+                self.loans.lend(lender, borrower)
+
+    def _cpus_of(self, worker: int) -> tuple[int, ...]:
+        """The CPUs a worker owns and those lent to it."""
+        return tuple(cpu for lender, cpus in enumerate(self.cpu_sets)
+                     if lender == worker or self.loans.borrower(lender) == worker for cpu in cpus)
+
+    def _withdraw(self, worker: int) -> None:
+        """No loan from or to this worker."""
+        for lender in range(len(self.cpu_sets)):
+            if lender == worker or self.loans.borrower(lender) == worker:
+                self.loans.withdraw(lender)
 
     # ----- stopping ------------------------------------------------------------------------------
     def drain(self) -> None:
@@ -237,7 +276,8 @@ class LocalPool:
 
     def slots(self) -> list[SlotStatus]:
         now = time.monotonic()
-        return [SlotStatus(s.spec.id, s.pid, s.state, s.spec.cpus, s.job, s.progress, s.jobs_done, s.busy_fraction(now))
+        return [SlotStatus(s.spec.id, s.pid, s.state, self._cpus_of(s.spec.id) if s.job else s.spec.cpus, s.job, s.progress,
+                           s.jobs_done, s.busy_fraction(now))
                 for s in self.workers.values()]
 
     def new_window(self) -> None:

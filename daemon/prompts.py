@@ -29,14 +29,21 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "title": "Donne un titre court, de 3 à 8 mots, qui dit le motif de l'appel. Réponds uniquement par le titre, sans guillemets.",
         "summary": "Résume l'appel en {max_words} mots au plus : qui appelle, pour quoi, ce qui est décidé. Réponds uniquement par le résumé.",
         "satisfaction": (
-            "Note la satisfaction de l'appelant à la fin de l'appel de 1 (très insatisfait) à 5 (très satisfait). "
-            "Réponds exactement sous la forme : Note : N. Justification : une phrase."
+            "À la fin de l'appel, quelle note de satisfaction l'appelant donnerait-il, de 1 à 5 ? 1 : problème non "
+            "résolu, plaintes, colère ou détresse. 2 : peu aidé. 3 : neutre. 4 : aidé, rassuré. 5 : problème "
+            "résolu, remerciements. Réponds par un seul chiffre."
         ),
+        "satisfaction_answer": "Note : ",
+        "satisfaction_reason": "L'appelant donnerait la note {score}/5. En une phrase, dis ce qui dans l'appel explique cette note.",
+        "unhappy_words": ("insatisfait, mécontent, frustré, énervé, en colère, colère, déçu, plainte, se plaint, "
+                          "non résolu, pas résolu, inquiet, paniqué, détresse, angoissé, agacé"),
+        "happy_words": "satisfait, content, ravi, rassuré, remercie, merci, résolu, soulagé, reconnaissant",
         "bullets": (
             "Donne de 3 à 6 points clés de l'appel, un par ligne, chacun commençant par « - » et faisant au plus "
             "25 mots. Reformule avec tes mots."
         ),
         "stricter": "Important : reformule avec tes propres mots, ne recopie aucune phrase de la transcription et ne te répète pas.",
+        "shorter": "Important : 8 mots au plus, un titre et non une phrase.",
         "chunk_summary": "Résume cette partie de l'appel en {max_words} mots au plus. Réponds uniquement par le résumé.",
         "chunk_header": "Résumés successifs des parties de l'appel :",
     },
@@ -55,11 +62,18 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "title": "Give a short title, 3 to 8 words, saying why the person called. Answer with the title only, without quotes.",
         "summary": "Summarise the call in at most {max_words} words: who calls, about what, what is decided. Answer with the summary only.",
         "satisfaction": (
-            "Rate the caller's satisfaction at the end of the call from 1 (very unsatisfied) to 5 (very satisfied). "
-            "Answer exactly as: Score: N. Justification: one sentence."
+            "At the end of the call, what satisfaction score would the caller give, from 1 to 5? 1: problem not "
+            "solved, complaints, anger or distress. 2: little helped. 3: neutral. 4: helped, reassured. 5: problem "
+            "solved, thanks. Answer with one digit."
         ),
+        "satisfaction_answer": "Score: ",
+        "satisfaction_reason": "The caller would give {score}/5. In one sentence, say what in the call explains this score.",
+        "unhappy_words": ("dissatisfied, unsatisfied, unhappy, frustrated, angry, annoyed, upset, disappointed, complain, "
+                          "complains, complaint, unresolved, not solved, worried, distressed, irritated"),
+        "happy_words": "satisfied, happy, pleased, delighted, reassured, thanks, thank, grateful, solved, resolved, relieved",
         "bullets": "Give 3 to 6 key points of the call, one per line, each starting with \"- \" and at most 25 words. Use your own words.",
         "stricter": "Important: use your own words, copy no sentence from the transcript, and do not repeat yourself.",
+        "shorter": "Important: 8 words at most, a title, not a sentence.",
         "chunk_summary": "Summarise this part of the call in at most {max_words} words. Answer with the summary only.",
         "chunk_header": "Successive summaries of the parts of the call:",
     },
@@ -73,8 +87,13 @@ class Prompts:
     title: str
     summary: str
     satisfaction: str
+    satisfaction_answer: str
+    satisfaction_reason: str
+    unhappy_words: str
+    happy_words: str
     bullets: str
     stricter: str
+    shorter: str
     chunk_summary: str
     chunk_header: str
 

@@ -6,7 +6,9 @@ inbox/ --claim (atomic rename)--> processing/ --retire--> archive/ (or deleted)
                                       '--fail--> failed/ + <name>.error.json
 Every move is an os.rename inside one filesystem, so a file is always in exactly one place; the
 input is retired only after its output is on disk (the worker wrote it). Attempt counts and retry
-times live in a small SQLite ledger so they survive restarts.
+times live in a small SQLite ledger so they survive restarts. With `queue.recursive`, a name is a path
+relative to the inbox (`2026/11/27/call.srt`) and every folder mirrors it; the daemon never removes a
+folder of the inbox (a producer may still be writing into it), only the empty ones it made in processing/.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from loguru import logger
 
@@ -31,6 +33,36 @@ from daemon.output import write_atomic
 ALWAYS_IGNORED = (".*", "~$*", "*.tmp", "*.part", "*.crdownload", "*.swp")
 ERROR_SUFFIX = ".error.json"
 LEDGER_FILE = "ledger.sqlite"
+
+
+def entries(root: Path, recursive: bool, prefix: str = "") -> Iterator[str]:
+    """Names of what lies in `root`, relative to it. With `recursive`, the files of its folders at any depth
+    instead of the folders themselves; links are never followed and hidden folders never entered."""
+    with os.scandir(root / prefix if prefix else root) as found:
+        for entry in found:
+            name = f"{prefix}{entry.name}"
+            if recursive and entry.is_dir(follow_symlinks=False):
+                if not entry.name.startswith("."):
+                    yield from entries(root, True, name + "/")
+            else:
+                yield name
+
+
+def _move(source: Path, target: Path) -> None:
+    """One rename, into a folder made for it if it is new."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(source, target)
+
+
+def _prune(root: Path, name: str) -> None:
+    """Remove the folders of `name` under `root` that the last move left empty (never `root` itself)."""
+    folder = (root / name).parent
+    while folder != root:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
 
 
 def backoff_seconds(base: float, attempts: int) -> float:
@@ -56,6 +88,13 @@ class Spool:
         return {"inbox": self.inbox, "processing": self.processing, "outbox": self.outbox,
                 "failed": self.failed, "archive": self.archive, "state": self.state}
 
+    def count(self, folder: str) -> int:
+        """Files in `processing` or parked in `failed`, at any depth (error records not counted)."""
+        try:
+            return sum(1 for name in entries(self.directories()[folder], True) if not name.endswith(ERROR_SUFFIX))
+        except OSError:
+            return -1
+
     def prepare(self) -> None:
         """Create the folders and refuse a layout where a rename could cross filesystems."""
         devices: dict[int, list[str]] = {}
@@ -79,22 +118,23 @@ class Intake:
 
     extensions: tuple[str, ...]
     ignore: tuple[str, ...]
+    recursive: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> "Intake":
-        return cls(tuple(e.lower() for e in config.queue.extensions), ALWAYS_IGNORED + tuple(config.queue.ignore))
+        return cls(tuple(e.lower() for e in config.queue.extensions), ALWAYS_IGNORED + tuple(config.queue.ignore),
+                   config.queue.recursive)
 
     def ignored(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.ignore)
+        return any(fnmatch.fnmatchcase(os.path.basename(name), pattern) for pattern in self.ignore)
 
     def wanted(self, name: str) -> bool:
         return not self.ignored(name) and Path(name).suffix.lower() in self.extensions
 
     def scan(self, inbox: Path) -> set[str]:
-        """Every entry name in the inbox (a full scan: filesystem events get lost)."""
+        """Every entry of the inbox (a full scan: filesystem events get lost); files at any depth if recursive."""
         try:
-            with os.scandir(inbox) as entries:
-                return {e.name for e in entries}
+            return set(entries(inbox, self.recursive))
         except OSError as exc:
             logger.error("cannot list inbox {}: {}", inbox, exc)
             return set()
@@ -102,14 +142,13 @@ class Intake:
     def depth(self, inbox: Path) -> int:
         """How many files wait in the inbox (-1 when it cannot be listed)."""
         try:
-            with os.scandir(inbox) as entries:
-                return sum(1 for e in entries if self.wanted(e.name))
+            return sum(1 for name in entries(inbox, self.recursive) if self.wanted(name))
         except OSError:
             return -1
 
 
 def entry_problem(path: Path) -> str | None:
-    """Why an inbox entry must not be read (it is not a plain file), or None."""
+    """Why an inbox entry must not be read (a link, even to a folder; a FIFO, a device...), or None."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -184,12 +223,12 @@ class Ledger:
 
 
 def _unique(directory: Path, name: str) -> Path:
-    """`name`, or `name` with a timestamp when a previous failure of the same name is still there."""
+    """`name`, or `name` with a timestamp when a previous file of the same name is still there."""
     target = directory / name
     if not os.path.lexists(target):
         return target
-    stem, suffix = os.path.splitext(name)
-    return directory / f"{stem}.{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}{suffix}"
+    stem, suffix = os.path.splitext(target.name)
+    return target.with_name(f"{stem}.{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}{suffix}")
 
 
 @dataclass(frozen=True)
@@ -246,7 +285,7 @@ class FileQueue:
         if os.path.lexists(target):
             return None
         try:
-            os.rename(source, target)
+            _move(source, target)
         except FileNotFoundError:
             return None
         return target
@@ -256,7 +295,8 @@ class FileQueue:
         taken in the inbox meanwhile gets a timestamped twin: nothing is overwritten."""
         source = self.spool.processing / name
         if os.path.lexists(source):
-            os.rename(source, _unique(self.spool.inbox, name))
+            _move(source, _unique(self.spool.inbox, name))
+            _prune(self.spool.processing, name)
 
     def retire(self, name: str) -> None:
         """processing/ -> archive/ (or deleted), once the output is on disk. A crash before the move leaves the
@@ -266,7 +306,9 @@ class FileQueue:
         if self.settings.on_success == "delete":
             source.unlink(missing_ok=True)
         elif os.path.lexists(source):
+            (self.spool.archive / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, self.spool.archive / name)
+        _prune(self.spool.processing, name)
         self.ledger.forget(name)
 
     def fail(self, name: str, details: dict[str, Any], from_inbox: bool = False) -> Path:
@@ -274,7 +316,9 @@ class FileQueue:
         before the record is written leaves it in failed/ without its reason, never lost."""
         source = (self.spool.inbox if from_inbox else self.spool.processing) / name
         target = _unique(self.spool.failed, name)
-        os.rename(source, target)
+        _move(source, target)
+        if not from_inbox:
+            _prune(self.spool.processing, name)
         record = {"file": name, "attempts": self.ledger.attempts(name), "first_seen": self.ledger.first_seen(name),
                   "failed_at": time.time(), **details}
         write_atomic(target.with_name(target.name + ERROR_SUFFIX), json.dumps(record, ensure_ascii=False, indent=2) + "\n")
@@ -283,10 +327,9 @@ class FileQueue:
 
     def recover(self) -> list[str]:
         """After a crash: put processing/ back in the inbox and drop half-written (hidden .tmp) outputs."""
-        moved = []
-        for path in sorted(self.spool.processing.iterdir()):
-            self.release(path.name)
-            moved.append(path.name)
+        moved = sorted(entries(self.spool.processing, True))
+        for name in moved:
+            self.release(name)
         for tmp in self.spool.outbox.glob(".*.tmp"):
             if tmp.is_file():
                 tmp.unlink()
@@ -296,7 +339,7 @@ class FileQueue:
         """failed/ -> inbox with a fresh attempt count; `names` None means every failed file. The record goes only
         after the file has moved."""
         if names is None:
-            names = sorted(p.name for p in self.spool.failed.iterdir() if not p.name.endswith(ERROR_SUFFIX))
+            names = sorted(n for n in entries(self.spool.failed, True) if not n.endswith(ERROR_SUFFIX))
         moved = []
         for name in names:
             source = self.spool.failed / name
@@ -306,7 +349,7 @@ class FileQueue:
             if entry_problem(source):
                 logger.warning("requeue {}: {}; left in failed/", name, entry_problem(source))
                 continue
-            os.rename(source, _unique(self.spool.inbox, name))
+            _move(source, _unique(self.spool.inbox, name))
             (self.spool.failed / (name + ERROR_SUFFIX)).unlink(missing_ok=True)
             self.ledger.forget(name)
             moved.append(name)

@@ -17,8 +17,10 @@ from daemon.cache import cache_counts
 from daemon.cpus import WorkerPlan
 from daemon.messages import JobSummary, SlotStatus
 from daemon.model_store import ModelInfo
+from daemon.metrics import Metrics
 from daemon.notify import Notifier
 from daemon.output import write_atomic
+from daemon.spool import Spool, Verdict
 
 STATUS_FILE = "status.json"
 STATUS_SECONDS = 2.0
@@ -82,17 +84,39 @@ class Throughput:
 
 @dataclass
 class Reporter:
-    """Shapes the supervisor's facts into the status file (every STATUS_SECONDS), the throughput line (every
-    `throughput_seconds`) and systemd's STATUS."""
+    """Shapes the supervisor's facts into the status file (every STATUS_SECONDS), the throughput line and the
+    metrics file (every `throughput_seconds`) and systemd's STATUS."""
 
-    state_dir: Path
+    spool: Spool
     throughput_seconds: float
     notifier: Notifier = field(default_factory=Notifier)
     throughput: Throughput = field(default_factory=Throughput)
+    metrics: Metrics | None = None
     plan: WorkerPlan | None = None
     model: ModelInfo | None = None
     last_status: float = 0.0
     last_throughput: float = field(default_factory=time.monotonic)
+
+    def record_done(self, summary: JobSummary) -> None:
+        self.throughput.record_done(summary)
+        if self.metrics:
+            self.metrics.record_done(summary)
+
+    def record_verdict(self, verdict: Verdict, reason: str) -> None:
+        if verdict.action == "failed":
+            self.throughput.record_failed()
+            if self.metrics:
+                self.metrics.record_failed(reason)
+        elif verdict.action == "retry" and self.metrics:
+            self.metrics.record_retry()
+
+    def record_restart(self) -> None:
+        if self.metrics:
+            self.metrics.record_restart()
+
+    def record_load(self, worker: int, seconds: float) -> None:
+        if self.metrics:
+            self.metrics.record_load(worker, seconds)
 
     def _figures(self, slots: list[SlotStatus], inbox_depth: int) -> dict[str, Any]:
         busy = {str(s.id): s.busy for s in slots}
@@ -116,8 +140,8 @@ class Reporter:
         return f"{t.done} done, {t.failed} failed, {inbox_depth} waiting, {sum(1 for s in slots if s.job)} in flight"
 
     def write(self, state: str, paused: bool, slots: list[SlotStatus], inbox_depth: int) -> None:
-        write_atomic(self.state_dir / STATUS_FILE, json.dumps(self.document(state, paused, slots, inbox_depth),
-                                                              ensure_ascii=False, indent=2) + "\n")
+        write_atomic(self.spool.state / STATUS_FILE, json.dumps(self.document(state, paused, slots, inbox_depth),
+                                                                ensure_ascii=False, indent=2) + "\n")
         self.last_status = time.monotonic()
 
     def due(self) -> tuple[bool, bool]:
@@ -136,6 +160,11 @@ class Reporter:
         self.throughput.new_window()
         self.last_throughput = time.monotonic()
         self.notifier.status(self.short(slots, inbox_depth))
+        self.write_metrics(slots, inbox_depth)
+
+    def write_metrics(self, slots: list[SlotStatus], inbox_depth: int) -> None:
+        if self.metrics:
+            self.metrics.write(slots, inbox_depth, self.spool.count("processing"), self.spool.count("failed"))
 
 
 def read_status(state_dir: Path) -> tuple[dict[str, Any] | None, bool]:

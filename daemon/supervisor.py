@@ -19,10 +19,13 @@ from daemon import cache as result_cache
 from daemon.config import Config
 from daemon.cpus import TUNED_FILE, available_cpus, plan_workers, read_tuned
 from daemon.engine import EngineFactory
-from daemon.errors import EnrichdError
+from daemon.errors import EnrichdError, OutputError, PoolUnavailable
 from daemon.logs import setup_logging
-from daemon.messages import Done, ErrorInfo, Event, Failed, Fatal, Job, Lost
-from daemon.output import output_names
+from daemon.messages import Done, ErrorInfo, Event, Failed, Fatal, Job, Lost, Ready
+from daemon.metadata import read_thresholds
+from daemon.metrics import METRICS_FILE, Metrics
+from daemon.output import output_names, write_outputs
+from daemon.pipeline import prompt_version
 from daemon.pool import LocalPool, Pool
 from daemon.spool import FileQueue, Intake, Settler, Spool, entry_problem
 from daemon.status import Reporter
@@ -39,8 +42,9 @@ class Supervisor:
         self.spool = Spool.from_config(config)
         self.intake = Intake.from_config(config)
         self.settler = Settler(config.queue.settle_seconds)
-        self.reporter = Reporter(self.spool.state, config.logging.throughput_seconds)
+        self.reporter = Reporter(self.spool, config.logging.throughput_seconds)
         self.candidates: set[str] = set()
+        self.folders: set[str] = set()
         self.stopping = False
         self.immediate = False
         self.signal_paused = False
@@ -73,22 +77,39 @@ class Supervisor:
 
     # ----- outcomes ------------------------------------------------------------------------------
     def _settle(self, item: Event | Lost) -> None:
+        reporter = self.reporter
         if isinstance(item, Done):
+            if item.document is not None and not self._write(item):
+                return
             self.file_queue.settle(item.job)
-            self.reporter.throughput.record_done(item.summary)
+            reporter.record_done(item.summary)
             s, t = item.summary, item.summary.timings
-            logger.info("done {}: {} segments {}, {} model calls, {} generated tokens, cache {}, parse {:.2f}s "
-                        "correction {:.2f}s metadata {:.2f}s total {:.2f}s -> {}", item.job.name, s.segments,
+            where = f" on {s.host} (pid {s.pid})" if s.host else ""
+            logger.info("done {}{}: {} segments {}, {} model calls, {} generated tokens, cache {}, parse {:.2f}s "
+                        "correction {:.2f}s metadata {:.2f}s total {:.2f}s -> {}", item.job.name, where, s.segments,
                         s.corrections, s.tokens.calls, s.tokens.generated_tokens, s.cache_result, t.get("parse", 0),
                         t.get("correction", 0), t.get("metadata", 0), t.get("total", 0), ", ".join(s.outputs))
-        elif isinstance(item, (Failed, Lost)):
-            error = item.error if isinstance(item, Failed) else ErrorInfo("WorkerDied", item.reason, None, item.pid)
-            verdict = self.file_queue.settle(item.job, error, isinstance(item, Failed) and item.permanent)
-            if verdict.action == "failed":
-                self.reporter.throughput.record_failed()
+        elif isinstance(item, Failed):
+            reporter.record_verdict(self.file_queue.settle(item.job, item.error, item.permanent), item.error.type)
+        elif isinstance(item, Lost):
+            reporter.record_restart()
+            if item.job is not None:
+                error = ErrorInfo("WorkerDied", item.reason, None, item.pid)
+                reporter.record_verdict(self.file_queue.settle(item.job, error), error.type)
+        elif isinstance(item, Ready):
+            reporter.record_load(item.worker, item.load_seconds)
         elif isinstance(item, Fatal):
             self.fatal = f"worker {item.worker} could not start: {item.error.message}"
             logger.error(self.fatal)
+
+    def _write(self, done: Done) -> bool:
+        """A remote worker's document into the outbox (this process is the only one writing it there)."""
+        try:
+            write_outputs(self.spool.outbox, done.job.name, done.document or {}, self.config.output.markdown)
+        except OutputError as exc:
+            self.reporter.record_verdict(self.file_queue.settle(done.job, ErrorInfo.of(exc)), type(exc).__name__)
+            return False
+        return True
 
     # ----- intake --------------------------------------------------------------------------------
     def _ready_names(self) -> list[str]:
@@ -100,10 +121,14 @@ class Supervisor:
             if self.intake.ignored(name) or not os.path.lexists(path):
                 self.candidates.discard(name)
                 self.settler.forget(name)
+            elif path.is_dir() and not path.is_symlink():
+                self.candidates.discard(name)
+                if name not in self.folders:
+                    self.folders.add(name)
+                    logger.warning("inbox folder {} left alone: queue.recursive is off", name)
             elif problem := entry_problem(path):
                 self.candidates.discard(name)
-                self.file_queue.reject(name, problem)
-                self.reporter.throughput.record_failed()
+                self.reporter.record_verdict(self.file_queue.reject(name, problem), "UnsafeEntry")
             elif not self.intake.wanted(name):
                 self.candidates.discard(name)
             elif self.settler.ready(path, now) and self.file_queue.ledger.not_before(name) <= now_wall:
@@ -127,7 +152,11 @@ class Supervisor:
             self.settler.forget(name)
             job = Job(name, self.file_queue.ledger.attempts(name) + 1)
             slot = idle.pop(0)
-            self.pool.submit(slot, job)
+            try:
+                self.pool.submit(slot, job)
+            except PoolUnavailable:
+                self.file_queue.release(name)
+                return
             busy_outputs.add(output_names(name)[0])
             logger.info("claimed {} -> worker {} (attempt {})", name, slot, job.attempt)
 
@@ -154,21 +183,32 @@ class Supervisor:
                         plan.count, plan.threads, tuned[1])
         model = self.factory.describe(self.config)
         self.reporter.plan, self.reporter.model = plan, model
+        version = prompt_version(self.config.enrichment, read_thresholds(self.spool.state))
+        if self.config.metrics.enabled:
+            self.reporter.metrics = Metrics(self.config.metrics.file or self.spool.state / METRICS_FILE, model, version)
+            if self.config.metrics.listen:
+                self.reporter.metrics.serve(self.config.metrics.listen)
         self.file_queue = FileQueue.open(self.spool, self.config.queue)
         for name in self.file_queue.recover():
             logger.warning("recovered {} from processing/ after an unclean stop; back in the inbox", name)
         if self.config.cache.enabled:
             result_cache.open_cache_file(result_cache.cache_path(self.config))
         self.candidates |= self.intake.scan(self.spool.inbox)
-        self.pool = LocalPool(self.config, plan, cpus, model, self.factory)
-        logger.info("enrichd starting: {} worker(s) x {} thread(s) on CPUs {}, model {} ({}), inbox {}, {} file(s) waiting",
-                    plan.count, plan.threads, ",".join(map(str, cpus)), model.name, model.sha256[:12], self.spool.inbox,
-                    len(self.candidates))
+        if self.config.workers.backend == "celery":
+            from daemon.remote.pool import CeleryPool
+
+            self.pool = CeleryPool(self.config, self.spool, model, version)
+            workers = f"celery workers through {self.pool.broker}, queue {self.config.celery.queue}"
+        else:
+            self.pool = LocalPool(self.config, plan, cpus, model, self.factory)
+            workers = f"{plan.count} worker(s) x {plan.threads} thread(s) on CPUs {','.join(map(str, cpus))}"
+        logger.info("enrichd starting: {}, model {} ({}), inbox {}, {} file(s) waiting", workers, model.name,
+                    model.sha256[:12], self.spool.inbox, len(self.candidates))
 
     def run(self) -> int:
         self.prepare()
         self.pool.start()
-        watcher = InboxWatcher(self.spool.inbox, self.config.queue.polling)
+        watcher = InboxWatcher(self.spool.inbox, self.config.queue.polling, self.config.queue.recursive)
         watcher.start()
         stop_housekeeping = threading.Event()
         if self.config.cache.enabled:
@@ -192,6 +232,7 @@ class Supervisor:
                     last_scan = time.monotonic()
                 if not self.paused:
                     self._dispatch()
+                self.pool.share_idle(waiting=bool(self.candidates) and not self.paused)
                 self._report("paused" if self.paused else "running")
                 notifier.watchdog(watcher.healthy() and self.pool.healthy())
         finally:
@@ -213,13 +254,16 @@ class Supervisor:
         while self.pool.in_flight() and time.monotonic() < deadline and not self.immediate:
             for item in self.pool.collect(TICK_SECONDS):
                 if isinstance(item, Lost):
-                    self.file_queue.release(item.job.name)
+                    if item.job is not None:
+                        self.file_queue.release(item.job.name)
                 else:
                     self._settle(item)
         for job in self.pool.stop():
             self.file_queue.release(job.name)
             logger.warning("stopping: {} unfinished, back in the inbox", job.name)
-        self.reporter.write("stopped", self.paused, self.pool.slots(), self.intake.depth(self.spool.inbox))
+        slots, depth = self.pool.slots(), self.intake.depth(self.spool.inbox)
+        self.reporter.write("stopped", self.paused, slots, depth)
+        self.reporter.write_metrics(slots, depth)
         self.file_queue.ledger.close()
         logger.info("stopped: {}", self.reporter.short(self.pool.slots(), self.intake.depth(self.spool.inbox)))
 

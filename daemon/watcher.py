@@ -17,14 +17,14 @@ from watchdog.observers.polling import PollingObserver
 
 
 class _Collector(FileSystemEventHandler):
-    def __init__(self, names: set[str], lock: threading.Lock, inbox: Path):
-        self._names, self._lock, self._inbox = names, lock, inbox
+    def __init__(self, names: set[str], lock: threading.Lock, inbox: Path, recursive: bool):
+        self._names, self._lock, self._inbox, self._recursive = names, lock, inbox, recursive
 
     def _note(self, path: str | bytes) -> None:
         candidate = Path(path if isinstance(path, str) else path.decode(errors="surrogateescape"))
-        if candidate.parent == self._inbox:
+        if candidate.parent == self._inbox or (self._recursive and self._inbox in candidate.parents):
             with self._lock:
-                self._names.add(candidate.name)
+                self._names.add(str(candidate.relative_to(self._inbox)))
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("created", "modified", "moved", "closed"):
@@ -34,9 +34,10 @@ class _Collector(FileSystemEventHandler):
 class InboxWatcher:
     """Collects names of inbox entries that changed; `drain()` hands them to the supervisor."""
 
-    def __init__(self, inbox: Path, polling: bool, poll_seconds: float = 1.0):
+    def __init__(self, inbox: Path, polling: bool, recursive: bool = False, poll_seconds: float = 1.0):
         self.inbox = inbox.resolve()
         self.polling = polling
+        self.recursive = recursive
         self.poll_seconds = poll_seconds
         self._names: set[str] = set()
         self._lock = threading.Lock()
@@ -45,7 +46,8 @@ class InboxWatcher:
 
     def start(self) -> None:
         observer = PollingObserver(timeout=self.poll_seconds) if self.polling else Observer()
-        observer.schedule(_Collector(self._names, self._lock, self.inbox), str(self.inbox), recursive=False)
+        observer.schedule(_Collector(self._names, self._lock, self.inbox, self.recursive), str(self.inbox),
+                          recursive=self.recursive)
         observer.daemon = True
         observer.start()
         self._observer = observer

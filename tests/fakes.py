@@ -15,7 +15,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Collection, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 from daemon.config import Config
 from daemon.engine import Branch, Completion, EngineFactory, EngineStats, StepScores
@@ -54,6 +54,14 @@ class FlatStream:
 class FakeEngine:
     n_ctx: int = 4096
     stats: EngineStats = field(default_factory=EngineStats)
+    threads: int = 1
+    before_decode: Callable[[], None] = lambda: None
+
+    def set_threads(self, threads: int) -> None:
+        self.threads = threads
+
+    def on_decode(self, hook: Callable[[], None]) -> None:
+        self.before_decode = hook
 
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)
@@ -67,8 +75,14 @@ class FakeEngine:
     def stream(self, prefix: str) -> FlatStream:
         return FlatStream(len(word_tokens(prefix)), self.stats)
 
+    def choose(self, prompt: str, options: Sequence[str]) -> list[float]:
+        """Satisfaction digits: a caller mostly content (4)."""
+        self.stats.add(Completion("", self.count_tokens(prompt), self.count_tokens(prompt), 0, 0.0, "stop"))
+        return [{"4": -0.2, "3": -2.0, "5": -2.5}.get(option, -6.0) for option in options]
+
     def chat(self, system: str, user: str, *, max_tokens: int, temperature: float,
              stop: list[str] | None = None, repeat_penalty: float = 1.0, copies_prompt: bool = False) -> Completion:
+        self.before_decode()
         if "CRASH-WORKER" in user:
             os.kill(os.getpid(), signal.SIGKILL)
         if "SLOW-JOB" in user:

@@ -6,8 +6,12 @@ No speed is asserted here: speed claims come from running the command, see BENCH
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT, SIMSAMU, small_model_path, write_config
 from tests.test_end_to_end import short_srt
@@ -22,13 +26,15 @@ def test_bench_report_is_complete(tmp_path):
     corpus.mkdir()
     for name in ("dj_2022_msn.srt", "dj_2023_psy.srt"):
         (corpus / name).write_text(short_srt(SIMSAMU / name, 3))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\ndj_2022_msn.srt,unhappy\ndj_2023_psy.srt,happy\n")
     (tmp_path / "spool").mkdir()
     config = write_config(tmp_path / "spool", {"logging": {"level": "INFO"}})
     report_file = tmp_path / "report.json"
     result = subprocess.run([sys.executable, "-m", "daemon", "bench", "--config", str(config), "--corpus", str(corpus),
                              "--model", str(small_model_path()), "--out", str(report_file),
-                             "--modes", "baseline,baseline-allcores,enrichd,limit,recall", "--seeds", "0,1",
-                             "--injection-rate", "1.0"],
+                             "--modes", "baseline,baseline-allcores,enrichd,limit,recall,satisfaction", "--seeds", "0,1",
+                             "--injection-rate", "1.0", "--labels", str(labels)],
                             cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(report_file.read_text())
@@ -54,6 +60,10 @@ def test_bench_report_is_complete(tmp_path):
     assert all(run["segments"] == 6 and run["wer_before"] >= 0 for run in recall["runs"].values())
     assert recall["runs"]["clean"]["wer_before"] == 0 and recall["runs"]["seed 0"]["wer_before"] > 0
     assert set(recall["margins"]) == {"injected_runs", "clean_run"}
+    satisfaction = report["satisfaction"]
+    assert satisfaction["calls"] == 2 and satisfaction["labels"] == {"happy": 1, "unhappy": 1}
+    assert satisfaction["scored"]["null_scores"] == 0 and 0 <= satisfaction["scored"]["auc_expected"] <= 1
+    assert satisfaction["previous"]["seconds"] > 0 and len(satisfaction["per_call"]) == 2
     assert report["model"]["sha256"] and report["machine"]["llama_cpp_python"] == "0.3.36"
     assert "baseline: dj_2022_msn.srt done" in result.stderr and "enrichd-warm: dj_2023_psy.enriched.json" in result.stderr
 
@@ -76,3 +86,30 @@ def test_tune_measures_every_split_and_writes_the_best_for_workers_auto(tmp_path
     assert {(int(r[0]), int(r[1])) for r in rows} == {(p.count, p.threads) for p in possible_plans(n_cpus)}
     tuned = read_tuned(load_config(config).paths.state)
     assert tuned is not None and (tuned[0].count, tuned[0].threads, tuned[1]) == (int(rows[0][0]), int(rows[0][1]), int(rows[0][2]))
+
+
+def test_load_shapes_against_the_llama_server_peer(tmp_path):
+    server = os.environ.get("ENRICHD_LLAMA_SERVER")
+    if not server or not Path(server).is_file():
+        pytest.skip("no llama-server: `make test` builds one and names it in $ENRICHD_LLAMA_SERVER")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("dj_2022_msn.srt", "dj_2023_psy.srt"):
+        (corpus / name).write_text(short_srt(SIMSAMU / name, 3))
+    (tmp_path / "spool").mkdir()
+    config = write_config(tmp_path / "spool", {"logging": {"level": "INFO"}})
+    report_file = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, "-m", "daemon", "bench", "--config", str(config), "--corpus", str(corpus),
+                             "--model", str(small_model_path()), "--out", str(report_file), "--modes", "enrichd,llama-server",
+                             "--llama-server", server, "--shapes", "1,2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    assert "modes" not in report and set(report["shapes"]) == {"1", "2"}
+    for n, shape in report["shapes"].items():
+        assert len(shape["files"]) == int(n) and set(shape["modes"]) == {"enrichd", "llama-server"}
+        peer = shape["modes"]["llama-server"]
+        assert peer["transcripts"] == int(n) and peer["wall_seconds"] > 0 and peer["generated_tokens"] > 0
+        assert peer["evaluated_tokens"] > 0 and peer["settings"]["parallel"] >= 1
+        assert shape["ratios"]["llama-server / enrichd"] > 0
+    assert "llama-server: dj_2023_psy.srt done" in result.stderr

@@ -42,16 +42,20 @@ def test_burst_of_200_files_enriched_exactly_once(spool):
     assert "throughput:" in log
 
 
+def write_slowly(target: Path, output: Path) -> None:
+    """A producer writing a transcript a word every quarter second; no output may appear meanwhile."""
+    with open(target, "w", encoding="utf-8") as handle:
+        for chunk in TRANSCRIPT.format(marker="").split(" "):
+            handle.write(chunk + " ")
+            handle.flush()
+            time.sleep(0.25)
+            assert not output.exists()
+
+
 def test_slowly_written_file_is_taken_only_after_it_settles(spool):
     path, config = spool({"queue": {"settle_seconds": 1.5}})
     with running_daemon(path):
-        target = config.paths.inbox / "slow.txt"
-        with open(target, "w", encoding="utf-8") as handle:
-            for chunk in TRANSCRIPT.format(marker="").split(" "):
-                handle.write(chunk + " ")
-                handle.flush()
-                time.sleep(0.25)
-                assert not (config.paths.outbox / "slow.enriched.json").exists()
+        write_slowly(config.paths.inbox / "slow.txt", config.paths.outbox / "slow.enriched.json")
         wait_for(lambda: (config.paths.outbox / "slow.enriched.json").exists(), 30, what="output")
         output = json.loads((config.paths.outbox / "slow.enriched.json").read_text())
     assert "box internet" in " ".join(s["text"] for s in output["segments"])
@@ -71,7 +75,7 @@ def test_ignored_names_and_wrong_extensions_are_left_alone(spool):
         [".hidden.txt", "~$lock.txt", "x.tmp", "y.part", "z.crdownload", ".a.swp", "notes.docx"])
 
 
-def test_symlinks_fifos_and_directories_go_to_failed_unread(spool, tmp_path):
+def test_symlinks_and_fifos_go_to_failed_unread_and_folders_are_left_alone(spool, tmp_path):
     path, config = spool()
     inbox = config.paths.inbox
     secret = tmp_path / "secret.txt"
@@ -83,8 +87,8 @@ def test_symlinks_fifos_and_directories_go_to_failed_unread(spool, tmp_path):
     name = "appel à l'accueil\nnuméro 2 ☎.txt"
     drop(inbox, name)
     with running_daemon(path):
-        wait_for(lambda: len([p for p in config.paths.failed.iterdir() if p.name.endswith(".error.json")]) == 4, 30,
-                 what="four failures")
+        wait_for(lambda: len([p for p in config.paths.failed.iterdir() if p.name.endswith(".error.json")]) == 3, 30,
+                 what="three failures")
         wait_for(lambda: (config.paths.outbox / "appel à l'accueil\nnuméro 2 ☎.enriched.json").exists(), 30,
                  what="unicode output")
     failed = config.paths.failed
@@ -94,6 +98,8 @@ def test_symlinks_fifos_and_directories_go_to_failed_unread(spool, tmp_path):
     assert error["error_type"] == "UnsafeEntry" and "symbolic link" in error["message"]
     assert "FIFO" in json.loads((failed / "pipe.txt.error.json").read_text())["message"]
     assert "TOP SECRET" not in "".join(p.read_text() for p in config.paths.outbox.iterdir())
+    assert (inbox / "folder.json").is_dir() and not (failed / "folder.json").exists()
+    assert daemon_log(path).count("inbox folder folder.json left alone: queue.recursive is off") == 1
 
 
 def test_unparseable_file_fails_at_once_with_its_error(spool):
@@ -297,3 +303,31 @@ def test_worker_log_records_say_which_worker_wrote_them(spool):
     roles = {json.loads(line)["record"]["extra"].get("process_role") for line in daemon_log(path).splitlines()
              if line.startswith("{")}
     assert {"main", "worker-0"} <= roles
+
+
+def test_files_in_nested_folders_are_taken_when_recursive_and_their_folders_mirrored(spool, tmp_path):
+    path, config = spool({"queue": {"recursive": True, "settle_seconds": 1.5}})
+    inbox = config.paths.inbox
+    nested = inbox / "2026" / "11" / "27"
+    nested.mkdir(parents=True)
+    hostile = inbox / "équipe\nnuit ☎"
+    hostile.mkdir()
+    drop(hostile, "appel 1.txt")
+    secret = tmp_path / "elsewhere"
+    secret.mkdir()
+    (secret / "outside.txt").write_text("Agent: TOP SECRET\n")
+    (inbox / "linked").symlink_to(secret, target_is_directory=True)
+    with running_daemon(path):
+        write_slowly(nested / "slow.txt", config.paths.outbox / "2026/11/27/slow.enriched.json")
+        wait_for(lambda: (config.paths.outbox / "2026/11/27/slow.enriched.json").exists(), 30, what="nested output")
+        wait_for(lambda: (config.paths.outbox / "équipe\nnuit ☎" / "appel 1.enriched.json").exists(), 30,
+                 what="output of the hostile folder")
+        wait_for(lambda: (config.paths.failed / "linked.error.json").exists(), 30, what="the folder link failed")
+    output = json.loads((config.paths.outbox / "2026/11/27/slow.enriched.json").read_text())
+    assert output["source"]["file"] == "2026/11/27/slow.txt" and output["id"] == "slow"
+    assert (config.paths.archive / "2026/11/27/slow.txt").exists()
+    assert nested.is_dir() and hostile.is_dir(), "a producer's folders stay where they are"
+    assert list(config.paths.processing.iterdir()) == [], "the folders made in processing/ are gone"
+    assert (config.paths.failed / "linked").is_symlink() and (secret / "outside.txt").exists()
+    assert not (config.paths.outbox / "linked").exists()
+    assert daemon_log(path).count("claimed 2026/11/27/slow.txt") == 1

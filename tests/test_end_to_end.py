@@ -113,7 +113,7 @@ def test_quality_with_the_default_model(spool):
         meta = output["metadata"]
         source = SourceText.of(parse(SIMSAMU / name).dialogue())
         assert output["language"] == "fr"
-        assert meta["title"] and 3 <= len(words(meta["title"])) <= 12
+        assert meta["title"] and 3 <= len(words(meta["title"])) <= 12, (name, output["stats"]["metadata"])
         assert meta["satisfaction"]["score"] in range(1, 6)
         assert 3 <= len(meta["bullet_points"]) <= 6
         assert not source.copies(meta["summary"]) and not any(source.copies(b) for b in meta["bullet_points"])

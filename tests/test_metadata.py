@@ -11,18 +11,22 @@ from daemon.config import MetadataConfig, TaskSettings
 from daemon.engine import Completion
 from daemon.engine.llama import LlamaEngine
 from daemon.engine.runtime import LlamaSettings
+from daemon.engine import EngineStats
 from daemon.metadata import (
+    DIGITS,
     Invalid,
+    MetadataResult,
     MetadataWriter,
+    Satisfaction,
     SourceText,
+    contradicts,
     validate_bullets,
-    validate_satisfaction,
+    validate_justification,
     validate_summary,
     validate_title,
-    words,
 )
-from daemon.model_store import ModelInfo
 from daemon.prompts import DEFAULTS, Prompts
+from daemon.text import words
 from tests.conftest import small_model_path
 
 PROMPTS = Prompts(**DEFAULTS["fr"])
@@ -61,20 +65,86 @@ def test_summary_trimmed_to_whole_sentences_and_never_a_copy():
         validate_summary("le médecin vient vite " * 5, SOURCE, CONFIG)
 
 
-@pytest.mark.parametrize("answer, score", [
-    ("Note : 4. Justification : le parent obtient un médecin rapidement.", 4),
-    ("**Note** : 2\nJustification : l'attente l'inquiète beaucoup.", 2),
-    ("Je dirais 3/5 car la réponse est correcte mais lente.", 3),
+def test_satisfaction_reads_probabilities_into_an_expectation_a_score_and_a_confidence():
+    reading = Satisfaction.of([-3.0, -2.0, -1.5, -0.2, -2.5])
+    assert sum(reading.probabilities) == pytest.approx(1.0)
+    assert 3.0 < reading.expected < 4.0 and reading.score() == round(reading.expected)
+    assert reading.confidence == max(reading.probabilities)
+    certain = Satisfaction.of([0.0, -30.0, -30.0, -30.0, -30.0])
+    assert certain.score() == 1 and certain.expected == pytest.approx(1.0) and certain.confidence > 0.99
+    assert reading.score((1.5, 2.5, 3.9, 4.5)) == 3 and reading.score((1.5, 2.5, 3.0, 3.2)) == 5
+
+
+@pytest.mark.parametrize("sentence, score, contradiction", [
+    ("L'appelant est frustré car personne ne l'aide.", 5, True),
+    ("L'appelant est frustré car personne ne l'aide.", 1, False),
+    ("L'appelant remercie le médecin, rassuré.", 1, True),
+    ("L'appelant n'est pas satisfait de l'attente.", 1, False),
+    ("L'appelant n'est pas satisfait de l'attente.", 5, True),
+    ("The caller was frustrated and disappointed with the system's response.", 4, True),
+    ("The caller thanks the agent, the problem is solved.", 5, False),
+    ("Le médecin envoie une ambulance.", 3, False),
 ])
-def test_satisfaction_parsed(answer, score):
-    result = validate_satisfaction(answer, SOURCE, CONFIG)
-    assert result["score"] == score and len(words(result["justification"])) >= 3
+def test_a_justification_that_says_the_opposite_of_its_score_is_caught(sentence, score, contradiction):
+    prompts = PROMPTS if "caller" not in sentence else Prompts(**DEFAULTS["en"])
+    assert contradicts(sentence, score, prompts) is contradiction
 
 
-@pytest.mark.parametrize("answer", ["Note : 9. Justification : très content.", "Je ne sais pas.", "Note : 4."])
-def test_satisfaction_out_of_range_or_unjustified_is_invalid(answer):
-    with pytest.raises(Invalid):
-        validate_satisfaction(answer, SOURCE, CONFIG)
+def test_justification_validated_and_trimmed():
+    assert validate_justification("Justification : le parent obtient un médecin vite.\nsuite", SOURCE, 4, PROMPTS) == \
+        "le parent obtient un médecin vite."
+    for bad, score in (("Bien.", 3), ("oui il a de la fièvre depuis hier soir et il vomit", 3),
+                       ("Le parent est ravi et remercie.", 1)):
+        with pytest.raises(Invalid):
+            validate_justification(bad, SOURCE, score, PROMPTS)
+
+
+@dataclass
+class FavouringOne:
+    """A scripted engine: the model is sure of 1, and writes a cheerful justification whatever it is asked."""
+
+    n_ctx: int = 4096
+    stats: EngineStats = field(default_factory=EngineStats)
+    asked: list[str] = field(default_factory=list)
+
+    def render(self, system: str, user: str) -> str:
+        return f"{system}\n\n{user}"
+
+    def choose(self, prompt: str, options) -> list[float]:
+        assert prompt.endswith(PROMPTS.satisfaction_answer) and tuple(options) == DIGITS
+        return [-0.01, -6.0, -7.0, -8.0, -9.0]
+
+    def chat(self, system, user, **kwargs) -> Completion:
+        self.asked.append(user)
+        return Completion("L'appelant est ravi et remercie chaleureusement.", 1, 1, 1, 0.0, "stop")
+
+
+def test_a_model_sure_of_1_gives_score_1_and_a_cheerful_justification_is_refused():
+    engine = FavouringOne()
+    result = MetadataResult(values={}, null_reasons={})
+    value = MetadataWriter(engine, CONFIG, PROMPTS).satisfaction(DIALOGUE, SOURCE, result)
+    assert value["score"] == 1 and value["expected"] == 1.0 and value["confidence"] > 0.99
+    assert value["justification"] is None and "contradicts the score 1" in result.null_reasons["satisfaction.justification"]
+    assert len(engine.asked) == 2 and "1/5" in engine.asked[0] and PROMPTS.stricter in engine.asked[1]
+
+
+@dataclass
+class Wordy(FavouringOne):
+    """A scripted engine that answers a title of 14 words until it is told to be shorter."""
+
+    def chat(self, system, user, **kwargs) -> Completion:
+        self.asked.append(user)
+        text = "Enfant malade" if PROMPTS.shorter in user else " ".join(["mot"] * 14)
+        return Completion(text, 1, 1, 1, 0.0, "stop")
+
+
+def test_a_title_too_long_is_asked_again_for_fewer_words():
+    engine = Wordy()
+    result = MetadataResult(values={}, null_reasons={})
+    title = MetadataWriter(engine, CONFIG, PROMPTS)._answer(
+        "title", DIALOGUE, PROMPTS.title, lambda answer: validate_title(answer, SOURCE, CONFIG), result, "title")
+    assert title == "Enfant malade" and result.retries == 1
+    assert PROMPTS.shorter not in engine.asked[0] and PROMPTS.stricter not in engine.asked[1]
 
 
 def test_bullets_filtered_deduplicated_and_bounded():
@@ -160,4 +230,18 @@ def test_instructions_inside_the_transcript_do_not_change_the_task():
         assert values["satisfaction"]["score"] in range(1, 6)
     if values["bullets"] is not None:
         assert 3 <= len(values["bullets"]) <= 6 and all(len(words(b)) <= 25 for b in values["bullets"])
-    assert set(result.null_reasons) == {k for k, v in values.items() if v is None}
+    assert {k for k in result.null_reasons if "." not in k} == {k for k, v in values.items() if v is None}
+
+
+def test_satisfaction_probabilities_with_the_test_model_and_the_cache_left_consistent():
+    engine = small_engine(2048)
+    writer = MetadataWriter(engine, QUICK, PROMPTS)
+    ask = dict(max_tokens=8, temperature=0.0)
+    task = "\n\nDonne un titre court."
+    before = engine.chat(PROMPTS.metadata_system, f"<transcription>\n{DIALOGUE}\n</transcription>{task}", **ask)
+    value = writer.satisfaction(DIALOGUE, SOURCE, MetadataResult(values={}, null_reasons={}))
+    assert sum(value["probabilities"]) == pytest.approx(1.0, abs=0.01) and 1.0 <= value["expected"] <= 5.0
+    assert value["score"] in range(1, 6) and value["confidence"] == max(value["probabilities"])
+    after = engine.chat(PROMPTS.metadata_system, f"<transcription>\n{DIALOGUE}\n</transcription>{task}", **ask)
+    assert after.text == before.text
+    assert after.evaluated_tokens < after.prompt_tokens - engine.count_tokens(DIALOGUE)

@@ -119,7 +119,14 @@ class Engine(Protocol):
 
     def stream(self, prefix: str) -> ScoreStream: ...
 
+    def choose(self, prompt: str, options: Sequence[str]) -> list[float]: ...
+
     def surprise(self, system: str, user: str) -> list[tuple[int, float]]: ...
+
+    def set_threads(self, threads: int) -> None: ...
+
+    def on_decode(self, hook: Callable[[], None]) -> None:
+        """`hook` runs before every decode: the only moment the threads may change."""
 
 
 def load_llama(config: Config, threads: int) -> Engine:

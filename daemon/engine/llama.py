@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Sequence
 
 from daemon.engine import Completion, EngineStats
 from daemon.engine.lookup import lookup_decode
 from daemon.engine.runtime import LlamaSettings, Runtime
-from daemon.engine.scoring import LlamaScoreStream, surprise
+from daemon.engine.scoring import LlamaScoreStream, choose, surprise
 from daemon.errors import EngineError
 
 
@@ -73,8 +74,18 @@ class LlamaEngine:
             finish_reason=choice.get("finish_reason") or "stop",
         )
 
+    def set_threads(self, threads: int) -> None:
+        self._runtime.set_threads(threads)
+
+    def on_decode(self, hook: Callable[[], None]) -> None:
+        self._runtime.before_decode = hook
+
     def stream(self, prefix: str) -> LlamaScoreStream:
         return LlamaScoreStream(self._runtime, self._runtime.tokenize(prefix, prompt=True), self.stats)
+
+    def choose(self, prompt: str, options: Sequence[str]) -> list[float]:
+        """log P(option | prompt) for each option (a rendered prompt, its answer begun), read in one pass."""
+        return choose(self._runtime, prompt, options, self.stats)
 
     def surprise(self, system: str, user: str) -> list[tuple[int, float]]:
         """Per token of `user`: its byte offset and how far its logit trails the model's favourite."""

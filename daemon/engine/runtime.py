@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -84,6 +84,10 @@ class Runtime:
             raise ModelError(f"llama.cpp could not load {path}: {exc}") from exc
         llm._ctx.close()
         llm._ctx = context
+        # every decode, the library's own included, first runs the hook (CPU lending happens between decodes)
+        self.before_decode: Callable[[], None] = lambda: None
+        decode = context.decode
+        context.decode = lambda batch: (self.before_decode(), decode(batch))[1]
         self._lib = llama_cpp
         self._llm = llm
         self._ctx = context.ctx
@@ -169,10 +173,15 @@ class Runtime:
         self._llm._requires_eval = True
 
     # ----- decoding ------------------------------------------------------------------------------
+    def set_threads(self, threads: int) -> None:
+        """Threads for the next decodes (generation and batches alike)."""
+        self._lib.llama_set_n_threads(self._ctx, threads, threads)
+
     def decode(self, entries: Sequence[Entry]) -> None:
         """One llama_decode of at most n_batch entries; their logits are then read by entry index."""
         if not entries or len(entries) > self.n_batch:
             raise EngineError(f"a batch holds 1 to {self.n_batch} tokens, not {len(entries)}")
+        self.before_decode()
         batch = self._batch
         batch.n_tokens = len(entries)
         for i, entry in enumerate(entries):

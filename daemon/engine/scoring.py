@@ -125,6 +125,29 @@ class LlamaScoreStream:
         self.runtime.sync(self.history)
 
 
+def choose(runtime: Runtime, prompt: str, options: Sequence[str], stats: EngineStats) -> list[float]:
+    """Multiple-choice scoring: the log-likelihood of each option continuing `prompt`. Their shared prefix is read
+    once (its cached part reused), the first token of every option comes from its last row, and an option of
+    several tokens scores the rest as a branch of the same step. The KV cache is left holding the prefix."""
+    tokenized = [runtime.tokenize(prompt + option, prompt=True) for option in options]
+    shared = 0
+    while shared < min(len(t) for t in tokenized) - 1 and len({t[shared] for t in tokenized}) == 1:
+        shared += 1
+    if shared == 0:
+        raise EngineError("the options share no prompt to be scored after")
+    stream = LlamaScoreStream(runtime, tokenized[0][:shared], stats)
+    longer = [i for i, tokens in enumerate(tokenized) if len(tokens) > shared + 1]
+    try:
+        row = stream.step([], {shared - 1: {tokens[shared] for tokens in tokenized}}, []).rows[shared - 1]
+        rests = stream.step([], {}, [Branch(shared, tuple(tokenized[i][shared:])) for i in longer]).branches if longer else []
+    finally:
+        stream.close()
+    scores = [row[tokens[shared]] for tokens in tokenized]
+    for i, rest in zip(longer, rests):
+        scores[i] += rest
+    return scores
+
+
 def surprise(runtime: Runtime, prompt: str, user: str, stats: EngineStats) -> list[tuple[int, float]]:
     """For each token of `user` inside `prompt`: its byte offset in `user`, and how far its logit trails the
     model's favourite. Rows are read a chunk at a time to bound llama.cpp's output buffer."""

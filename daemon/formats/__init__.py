@@ -92,12 +92,14 @@ def parse_bytes(data: bytes, name: str, max_bytes: int = MAX_INPUT_BYTES) -> Tra
     )
 
 
-def parse(path: str | Path, max_bytes: int = MAX_INPUT_BYTES) -> Transcript:
+def parse(path: str | Path, max_bytes: int = MAX_INPUT_BYTES, name: str | None = None) -> Transcript:
     """Read one transcript file. Never modifies it. What is wrong with its content raises TranscriptError, naming
     the file and the problem (permanent: reading it again will not help); an OSError while reading it (EIO on a
-    network mount, a file gone) propagates as it is, to be retried."""
+    network mount, a file gone) propagates as it is, to be retried. `name` is how the file is called in
+    errors and in the transcript (its path relative to the inbox), its own name by default."""
     path = Path(path)
+    name = name or path.name
     size = path.stat().st_size
     if size > max_bytes:
-        raise TranscriptError(path.name, None, f"file is {size:,} bytes, over the {max_bytes:,}-byte limit")
-    return parse_bytes(path.read_bytes(), path.name, max_bytes)
+        raise TranscriptError(name, None, f"file is {size:,} bytes, over the {max_bytes:,}-byte limit")
+    return parse_bytes(path.read_bytes(), name, max_bytes)

