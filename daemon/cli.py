@@ -258,7 +258,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     model = Path(args.model) if args.model else model_path(config)
     report = run_bench(config, Path(args.corpus), model, args.limit, args.modes.split(","),
                        progress=lambda line: print(line, file=sys.stderr, flush=True),
-                       seeds=tuple(int(s) for s in args.seeds.split(",")), injection_rate=args.injection_rate,
+                       seeds=tuple(int(s) for s in args.seeds.split(",") if s), injection_rate=args.injection_rate,
                        labels=Path(args.labels) if args.labels else None,
                        llama_server=Path(args.llama_server) if args.llama_server else None,
                        shapes=[int(n) for n in args.shapes.split(",")] if args.shapes else None)
@@ -348,9 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N files (sorted by name)")
     p.add_argument("--out", help="write the JSON report here too")
     p.add_argument("--modes", default="baseline,baseline-allcores,enrichd,limit",
-                   help="comma-separated subset of baseline, baseline-allcores, enrichd (with enrichd-warm), llama-server, "
-                        "limit, recall, satisfaction")
-    p.add_argument("--seeds", default="0,1,2", help="with recall: the seeds of the injected errors (default 0,1,2)")
+                   help="comma-separated subset of baseline, baseline-allcores, enrichd (with enrichd-warm), enrichd-celery "
+                        "(a redis-server of its own and one 1-CPU `enrichd worker` per CPU), llama-server, limit, "
+                        "recall, satisfaction")
+    p.add_argument("--seeds", default="0,1,2",
+                   help="with recall: the seeds of the injected errors (default 0,1,2; \"\" only corrects the calls "
+                        "as they are, to time the correction stage)")
     p.add_argument("--injection-rate", type=float, default=0.2,
                    help="with recall: share of the segments that admit an error which get one (default 0.2)")
     p.add_argument("--labels", help="with satisfaction: CSV of file,label (happy/unhappy or 1-5) for files of the corpus")

@@ -7,6 +7,7 @@ transport): a worker reports that it is ready, alive, how far a job has got, and
 from __future__ import annotations
 
 import os
+import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -26,10 +27,16 @@ class WorkerState(Enum):
 
 @dataclass(frozen=True)
 class Job:
-    """One claimed file: its name in processing/ and which attempt this is."""
+    """One claimed file: its name in processing/, which attempt this is, and when it was claimed (epoch seconds:
+    a worker on another host measures the dispatch latency against it)."""
 
     name: str
     attempt: int
+    claimed: float = 0.0
+
+    def dispatch_seconds(self) -> float | None:
+        """Claim to the start of work; None for a job that carries no claim time."""
+        return round(max(0.0, time.time() - self.claimed), 3) if self.claimed else None
 
 
 @dataclass(frozen=True)

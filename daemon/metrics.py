@@ -18,7 +18,7 @@ from daemon.messages import JobSummary, SlotStatus, WorkerState
 from daemon.model_store import ModelInfo
 
 METRICS_FILE = "enrichd.prom"
-STAGES = ("parse", "correction", "metadata", "write", "total")
+STAGES = ("dispatch", "parse", "correction", "metadata", "write", "total")
 TOKEN_KINDS = ("prompt", "evaluated", "generated", "drafted", "accepted")
 BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 

@@ -86,8 +86,10 @@ def _cache_stats(cache: Cache | None, before: tuple[Counter[str], Counter[str]])
 
 
 def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float = 0.0,
-           progress: ProgressReport | None = None) -> dict[str, Any]:
+           progress: ProgressReport | None = None, dispatch_seconds: float | None = None) -> dict[str, Any]:
+    """`dispatch_seconds`, from the claim of the file to the start of its job, goes into the timings as is."""
     started = time.perf_counter()
+    waited = {} if dispatch_seconds is None else {"dispatch": dispatch_seconds}
     cache = context.cache
     before = (Counter(cache.hits), Counter(cache.misses)) if cache else (Counter(), Counter())
     file_key = [context.scope(), transcript.sha256]
@@ -96,7 +98,8 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
         if cached is not None:
             output = copy.deepcopy(cached)
             output["id"], output["source"]["file"] = transcript.id, transcript.source_file
-            output["timings"] = {"parse": round(parse_seconds, 3), "total": round(time.perf_counter() - started + parse_seconds, 3)}
+            output["timings"] = {**waited, "parse": round(parse_seconds, 3),
+                                 "total": round(time.perf_counter() - started + parse_seconds, 3)}
             output["stats"] = {"cache": "file", "model_calls": 0, "tokens": EngineStats().tokens(), **_cache_stats(cache, before)}
             return output
 
@@ -145,7 +148,7 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
         "metadata": meta_stats,
         **_cache_stats(cache, before),
     }
-    timings = {"parse": parse_seconds, "correction": t_correct, "metadata": t_meta,
+    timings = {**waited, "parse": parse_seconds, "correction": t_correct, "metadata": t_meta,
                "total": time.perf_counter() - started + parse_seconds}
     output = build_output(
         replace(transcript, language=language),

@@ -85,9 +85,10 @@ class Supervisor:
             reporter.record_done(item.summary)
             s, t = item.summary, item.summary.timings
             where = f" on {s.host} (pid {s.pid})" if s.host else ""
-            logger.info("done {}{}: {} segments {}, {} model calls, {} generated tokens, cache {}, parse {:.2f}s "
-                        "correction {:.2f}s metadata {:.2f}s total {:.2f}s -> {}", item.job.name, where, s.segments,
-                        s.corrections, s.tokens.calls, s.tokens.generated_tokens, s.cache_result, t.get("parse", 0),
+            logger.info("done {}{}: {} segments {}, {} model calls, {} generated tokens, cache {}, dispatch {:.2f}s "
+                        "parse {:.2f}s correction {:.2f}s metadata {:.2f}s total {:.2f}s -> {}", item.job.name, where,
+                        s.segments, s.corrections, s.tokens.calls, s.tokens.generated_tokens, s.cache_result,
+                        t.get("dispatch", 0), t.get("parse", 0),
                         t.get("correction", 0), t.get("metadata", 0), t.get("total", 0), ", ".join(s.outputs))
         elif isinstance(item, Failed):
             reporter.record_verdict(self.file_queue.settle(item.job, item.error, item.permanent), item.error.type)
@@ -150,7 +151,7 @@ class Supervisor:
             if self.file_queue.claim(name) is None:
                 continue
             self.settler.forget(name)
-            job = Job(name, self.file_queue.ledger.attempts(name) + 1)
+            job = Job(name, self.file_queue.ledger.attempts(name) + 1, time.time())
             slot = idle.pop(0)
             try:
                 self.pool.submit(slot, job)

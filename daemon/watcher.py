@@ -63,8 +63,11 @@ class InboxWatcher:
             self.start()
 
     def drain(self) -> set[str]:
+        """The names noted since the last drain; the set is emptied in place, since the observer's handler
+        holds it (swapping in a new set would leave every later event in the old one)."""
         with self._lock:
-            names, self._names = self._names, set()
+            names = set(self._names)
+            self._names.clear()
         return names
 
     def stop(self) -> None:

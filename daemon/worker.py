@@ -63,10 +63,11 @@ def run_job(job: Job, spec: WorkerSpec, context: EnrichContext, events: Queue) -
             last_report = now
             events.put(Progress(spec.id, job, text))
 
+    dispatch = job.dispatch_seconds()
     try:
         started = time.perf_counter()
         transcript = parse(config.paths.processing / job.name, config.queue.max_bytes, job.name)
-        output = enrich(transcript, context, time.perf_counter() - started, progress)
+        output = enrich(transcript, context, time.perf_counter() - started, progress, dispatch)
         writing = time.perf_counter()
         written = write_outputs(config.paths.outbox, job.name, output, config.output.markdown)
         write_seconds = time.perf_counter() - writing

@@ -57,7 +57,7 @@ def test_bench_report_is_complete(tmp_path):
     assert recall["injected"] > 0 and recall["restored"] + recall["missed"] + recall["wrong_edit"] == recall["injected"]
     assert sum(sum(counts.values()) for counts in recall["by_kind"].values()) == recall["injected"]
     assert sum(sum(counts.values()) for counts in recall["by_pair"].values()) == recall["injected"]
-    assert all(run["segments"] == 6 and run["wer_before"] >= 0 for run in recall["runs"].values())
+    assert all(run["segments"] == 6 and run["wer_before"] >= 0 and run["evaluated_tokens"] > 0 for run in recall["runs"].values())
     assert recall["runs"]["clean"]["wer_before"] == 0 and recall["runs"]["seed 0"]["wer_before"] > 0
     assert set(recall["margins"]) == {"injected_runs", "clean_run"}
     satisfaction = report["satisfaction"]
@@ -113,3 +113,30 @@ def test_load_shapes_against_the_llama_server_peer(tmp_path):
         assert peer["evaluated_tokens"] > 0 and peer["settings"]["parallel"] >= 1
         assert shape["ratios"]["llama-server / enrichd"] > 0
     assert "llama-server: dj_2023_psy.srt done" in result.stderr
+
+
+def test_the_distributed_mode_runs_the_same_jobs_through_celery_workers_one_per_cpu(tmp_path):
+    """`enrichd-celery` against `enrichd` with the same plan (one thread per CPU, no lending): the same
+    documents, so the same tokens, and each file's dispatch latency measured."""
+    cpus = len(os.sched_getaffinity(0))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("dj_2022_msn.srt", "dj_2023_psy.srt"):
+        (corpus / name).write_text(short_srt(SIMSAMU / name, 3))
+    (tmp_path / "spool").mkdir()
+    config = write_config(tmp_path / "spool", {"logging": {"level": "INFO"},
+                                               "workers": {"count": cpus, "threads": 1, "lend_cpus": False}})
+    report_file = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, "-m", "daemon", "bench", "--config", str(config), "--corpus", str(corpus),
+                             "--model", str(small_model_path()), "--out", str(report_file), "--modes", "enrichd,enrichd-celery"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    local, remote = report["modes"]["enrichd"], report["modes"]["enrichd-celery"]
+    assert remote["outputs_valid"] == 2 and remote["settings"]["backend"] == "celery" and remote["settings"]["workers"] == cpus
+    for key in ("generated_tokens", "evaluated_tokens", "prompt_tokens"):
+        assert remote[key] == local[key] > 0, key
+    for mode in (local, remote):
+        assert 0 <= mode["dispatch_seconds"]["mean"] <= mode["dispatch_seconds"]["max"] < 60
+        assert mode["peak_rss_mb"] > 0
+    assert report["ratios"]["enrichd-celery / enrichd"] > 0

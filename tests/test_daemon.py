@@ -52,6 +52,16 @@ def write_slowly(target: Path, output: Path) -> None:
             assert not output.exists()
 
 
+def test_files_dropped_one_by_one_are_taken_on_their_events_not_on_the_rescan(spool):
+    """With the periodic rescan far away, each file is claimed from its filesystem event within seconds."""
+    path, config = spool({"queue": {"rescan_seconds": 600}})
+    with running_daemon(path):
+        wait_for(lambda: "ready: watching" in daemon_log(path), 30, what="the daemon ready")
+        for i in range(3):
+            drop(config.paths.inbox, f"call-{i}.txt")
+            wait_for(lambda: (config.paths.outbox / f"call-{i}.enriched.json").exists(), 20, what=f"call-{i} from its event")
+
+
 def test_slowly_written_file_is_taken_only_after_it_settles(spool):
     path, config = spool({"queue": {"settle_seconds": 1.5}})
     with running_daemon(path):

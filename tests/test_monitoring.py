@@ -39,6 +39,7 @@ def test_the_metrics_file_parses_and_counts_what_the_daemon_did(spool):
     assert found[("enrichd_files_failed_total", (("reason", "TranscriptError"),))] == 1
     assert found[("enrichd_stage_seconds_count", (("stage", "total"),))] == 3
     assert found[("enrichd_stage_seconds_count", (("stage", "write"),))] == 3
+    assert found[("enrichd_stage_seconds_count", (("stage", "dispatch"),))] == 3
     assert found[("enrichd_workers", (("state", "alive"),))] == 1
     assert found[("enrichd_files", (("folder", "failed"),))] == 1
     assert found[("enrichd_last_output_timestamp_seconds", ())] > 0

@@ -28,7 +28,7 @@ from daemon.engine import Engine, EngineFactory
 from daemon.errors import EnrichdError, TranscriptError
 from daemon.formats import parse_bytes
 from daemon.logs import setup_logging
-from daemon.messages import ErrorInfo, JobSummary
+from daemon.messages import ErrorInfo, Job, JobSummary
 from daemon.metadata import read_thresholds
 from daemon.output import output_names
 from daemon.pipeline import EnrichContext, enrich, prompt_version
@@ -91,6 +91,7 @@ def failure(exc: BaseException, permanent: bool) -> dict[str, Any]:
 def run_job(child: Child, message: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     """One job, from its message to the result the supervisor writes: the document, or why it failed."""
     name = message["name"]
+    dispatch = Job(name, message["attempt"], message.get("claimed", 0.0)).dispatch_seconds()
     data = base64.b64decode(message["data"])
     if hashlib.sha256(data).hexdigest() != message["sha256"]:
         return failure(EnrichdError(f"{name}: its bytes do not match their sha256 (damaged in transit)"), False)
@@ -103,7 +104,7 @@ def run_job(child: Child, message: dict[str, Any], progress: Callable[[str], Non
     try:
         started = time.perf_counter()
         transcript = parse_bytes(data, name, child.config.queue.max_bytes)
-        output = enrich(transcript, child.context, time.perf_counter() - started, progress)
+        output = enrich(transcript, child.context, time.perf_counter() - started, progress, dispatch)
     except TranscriptError as exc:
         return failure(exc, True)
     except Exception as exc:  # anything else is this job's transient failure, not the child's end

@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -54,6 +55,7 @@ from daemon.schema import schema_errors
 from daemon.status import read_status
 from daemon.tools.peer import LlamaServer, enrich_with_server
 from daemon.tools.recall import run_recall
+from daemon.tools.redis_server import RedisServer
 from daemon.tools.satisfaction import run_satisfaction
 
 OLD_SYSTEM = "Tu es un assistant qui traite des transcriptions d'appels téléphoniques."
@@ -67,8 +69,8 @@ OLD_TASKS = {
 OLD_TEMPERATURE, OLD_CORRECTION_TEMPERATURE = 0.7, 0.05
 LIMIT_PROMPT_TOKENS, LIMIT_GENERATED_TOKENS = 512, 64
 
-MODES = ("baseline", "baseline-allcores", "enrichd", "llama-server", "limit", "recall", "satisfaction")
-SPEED_MODES = ("baseline", "baseline-allcores", "enrichd", "enrichd-warm", "llama-server")
+MODES = ("baseline", "baseline-allcores", "enrichd", "enrichd-celery", "llama-server", "limit", "recall", "satisfaction")
+SPEED_MODES = ("baseline", "baseline-allcores", "enrichd", "enrichd-warm", "enrichd-celery", "llama-server")
 
 
 @dataclass
@@ -82,6 +84,7 @@ class ModeResult:
     fields_null: int = 0
     segments_rejected: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    dispatch_seconds: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
     def figures(self) -> dict[str, Any]:
@@ -96,10 +99,10 @@ class ModeResult:
 
 
 class RssSampler:
-    """Peak resident memory of a process and all its descendants, sampled twice a second."""
+    """Peak resident memory of processes and all their descendants, sampled twice a second."""
 
-    def __init__(self, root: int):
-        self.root, self.peak = root, 0
+    def __init__(self, *roots: int):
+        self.roots, self.peak = list(roots), 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -115,7 +118,7 @@ class RssSampler:
                 rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
             except (OSError, IndexError, ValueError):
                 continue
-        total, todo = 0, [self.root]
+        total, todo = 0, list(self.roots)
         while todo:
             pid = todo.pop()
             total += rss.get(pid, 0)
@@ -188,34 +191,77 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str, process: sub
         time.sleep(0.2)
 
 
+def start_celery_workers(config_file: Path, cpus: list[int], work: Path, stack: ExitStack) -> list[subprocess.Popen[bytes]]:
+    """One `enrichd worker` per CPU, each pinned to it with its own state folder (its cache starts cold), the way
+    README "Scaling out" runs two hosts on one machine; stopped when `stack` closes."""
+    workers = []
+    for cpu in cpus:
+        log = stack.enter_context(open(work / f"worker-{cpu}.log", "wb"))
+        process = subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-m", "daemon", "worker", "--config",
+                                    str(config_file)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "ENRICHD_PATHS_STATE": str(work / f"worker-{cpu}")})
+        stack.callback(stop_group, process)
+        workers.append(process)
+    return workers
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """SIGTERM to the process group a worker leads (its Celery children too), SIGKILL after `timeout`."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 def run_daemon_passes(files: list[Path], config: Config, work: Path, progress: ProgressReport,
                       modes: tuple[str, ...] = ("enrichd", "enrichd-warm")) -> list[ModeResult]:
     """`enrichd run` on a temporary spool: one cold pass, then the same files again on the warm cache.
 
     A split stored by `enrichd tune --write` goes along, so `workers: auto` runs what the daemon would run.
+    `enrichd-celery` is the distributed mode on this machine: a redis-server of the bench's own, the supervisor
+    with `workers.backend: celery`, and one single-CPU `enrichd worker` per CPU.
     """
+    with ExitStack() as stack:
+        return _daemon_passes(files, config, work, progress, modes, stack)
+
+
+def _daemon_passes(files: list[Path], config: Config, work: Path, progress: ProgressReport, modes: tuple[str, ...],
+                   stack: ExitStack) -> list[ModeResult]:
     data = config_to_dict(config)
     data.pop("source", None)
     data["paths"] = {name: str(work / name) for name in ("inbox", "processing", "outbox", "failed", "archive", "state")}
     data["queue"].update(settle_seconds=0.0, rescan_seconds=2.0)
     data["cache"]["enabled"] = True
     data["logging"].update(level="INFO", file=None)
+    cpus = available_cpus()
+    celery = "enrichd-celery" in modes
+    if celery:
+        redis = stack.enter_context(RedisServer(work / "redis"))
+        data["workers"].update(backend="celery", count=1, threads=1)
+        data["celery"].update(broker_url=redis.url, result_backend=None, credentials_file=None)
     config_file = work / "bench-config.yaml"
     config_file.write_text(yaml.safe_dump(data, allow_unicode=True))
     state, inbox, outbox, staging = work / "state", work / "inbox", work / "outbox", work / "staging"
     staging.mkdir(parents=True)
-    if (config.paths.state / TUNED_FILE).is_file():
+    if (config.paths.state / TUNED_FILE).is_file() and not celery:
         state.mkdir()
         shutil.copyfile(config.paths.state / TUNED_FILE, state / TUNED_FILE)
-    log = open(work / "daemon.log", "wb")
+    workers = start_celery_workers(config_file, cpus, work, stack) if celery else []
+    log = stack.enter_context(open(work / "daemon.log", "wb"))
     process = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--config", str(config_file)],
                                stdout=log, stderr=subprocess.STDOUT)
     results = []
     try:
-        with RssSampler(process.pid) as sampler:
+        with RssSampler(process.pid, *(w.pid for w in workers)) as sampler:
             def workers_ready() -> bool:
                 status = read_status(state)[0] or {}
-                return status.get("pid") == process.pid and all(w["state"] == "idle" for w in status.get("workers", [{"state": "?"}]))
+                slots = status.get("workers", [])
+                loaded = all(b"loaded in" in (work / f"worker-{cpu}.log").read_bytes() for cpu in cpus) if celery else True
+                return (status.get("pid") == process.pid and loaded and len(slots) >= (len(cpus) if celery else 1)
+                        and all(w["state"] == "idle" for w in slots))
 
             _wait(workers_ready, 600, "workers ready", process)
             for mode in modes:
@@ -237,14 +283,16 @@ def run_daemon_passes(files: list[Path], config: Config, work: Path, progress: P
 
                 _wait(finished, 6 * 3600, f"{mode} outputs", process)
                 wall = time.perf_counter() - started
-                results.append(_collect(mode, files, outbox, wall, sampler.peak, config))
+                result = _collect(mode, files, outbox, wall, sampler.peak, config)
+                if celery:
+                    result.settings.update(backend="celery", workers=len(cpus), threads=1)
+                results.append(result)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=120)
         except subprocess.TimeoutExpired:
             process.kill()
-        log.close()
     return results
 
 
@@ -280,15 +328,18 @@ def _collect(mode: str, files: list[Path], outbox: Path, wall: float, peak: int,
     result = ModeResult(mode, len(files), wall, peak_rss_mb=peak / 2**20,
                         settings={"workers": config.workers.count, "threads": config.workers.threads,
                                   "n_ctx": config.model.n_ctx, "n_batch": config.model.n_batch,
-                                  "flash_attn": config.model.flash_attn, "cache": "cold" if mode == "enrichd" else "warm"})
+                                  "flash_attn": config.model.flash_attn, "cache": "warm" if mode == "enrichd-warm" else "cold"})
+    dispatch = []
     for path in files:
         output = json.loads((outbox / output_names(path.name)[0]).read_text())
+        dispatch.append(output["timings"].get("dispatch", 0.0))
         result.tokens += EngineStats.of_tokens(output["stats"]["tokens"])
         result.outputs_valid += not schema_errors(output)
         result.fields_null += sum(v is None for v in (output["metadata"] or {}).values())
         result.segments_rejected += output["stats"].get("segments", {}).get("rejected", 0)
         for stage, seconds in output["timings"].items():
             result.stage_seconds[stage] = round(result.stage_seconds.get(stage, 0.0) + seconds, 3)
+    result.dispatch_seconds = {"mean": round(sum(dispatch) / len(dispatch), 3), "max": max(dispatch)}
     return result
 
 
@@ -352,6 +403,9 @@ def run_speed_modes(files: list[Path], config: Config, model: Path, modes: list[
             passes = ("enrichd", "enrichd-warm") if warm else ("enrichd",)
             for result in run_daemon_passes(files, config, Path(work), progress, passes):
                 results[result.mode] = result
+    if "enrichd-celery" in modes:
+        with tempfile.TemporaryDirectory(prefix="enrichd-bench-celery-") as work:
+            results["enrichd-celery"] = run_daemon_passes(files, config, Path(work), progress, ("enrichd-celery",))[0]
     if "llama-server" in modes:
         if llama_server is None:
             raise ValueError("--modes llama-server needs --llama-server PATH (README: Benchmarks)")
@@ -362,7 +416,8 @@ def run_speed_modes(files: list[Path], config: Config, model: Path, modes: list[
 
 def speed_ratios(results: dict[str, ModeResult]) -> dict[str, float | None]:
     wall = {name: r.wall_seconds for name, r in results.items()}
-    pairs = (("baseline", "enrichd"), ("baseline-allcores", "enrichd"), ("enrichd", "enrichd-warm"), ("llama-server", "enrichd"))
+    pairs = (("baseline", "enrichd"), ("baseline-allcores", "enrichd"), ("enrichd", "enrichd-warm"), ("llama-server", "enrichd"),
+             ("enrichd-celery", "enrichd"))
     return {f"{a} / {b}": ratio(wall.get(a), wall.get(b)) for a, b in pairs if a in wall and b in wall}
 
 

@@ -99,9 +99,12 @@ class Run:
     errors_after: int = 0
     clean_segments: int = 0
     clean_changed: int = 0
+    evaluated_tokens: int = 0
+    generated_tokens: int = 0
 
     def figures(self) -> dict[str, Any]:
-        return {"seconds": round(self.seconds, 1), "segments": self.segments, "clean_segments": self.clean_segments,
+        return {"seconds": round(self.seconds, 1), "evaluated_tokens": self.evaluated_tokens,
+                "generated_tokens": self.generated_tokens, "segments": self.segments, "clean_segments": self.clean_segments,
                 "clean_changed": self.clean_changed,
                 "wer_before": round(self.errors_before / max(1, self.words), 5),
                 "wer_after": round(self.errors_after / max(1, self.words), 5)}
@@ -165,10 +168,12 @@ def run_recall(config: Config, files: list[Path], engine: Engine, progress: Prog
         for label, segments, injections in versions:
             trace: list[Judgement] = []
             corrector = Corrector(engine, correction, prompts, trace=trace)
-            started = time.perf_counter()
+            started, before = time.perf_counter(), engine.stats.copy()
             outcomes: list[SegmentCorrection] = corrector.correct(segments, LANGUAGE)
-            run = runs[label]
+            run, used = runs[label], engine.stats - before
             run.seconds += time.perf_counter() - started
+            run.evaluated_tokens += used.evaluated_tokens
+            run.generated_tokens += used.generated_tokens
             wrong = {j.segment: j for j in injections}
             for i, (before, after) in enumerate(zip(original, outcomes)):
                 if not before.text.strip():
