@@ -16,6 +16,20 @@ from typing import Any, Callable, Union
 from daemon.engine import EngineStats
 
 ProgressReport = Callable[[str], None]
+PROGRESS_INTERVAL_SECONDS = 1.0
+
+
+def throttled(report: ProgressReport, interval: float = PROGRESS_INTERVAL_SECONDS) -> ProgressReport:
+    """At most one progress report per `interval`: a job reports every segment, its supervisor needs far fewer."""
+    last = 0.0
+
+    def progress(text: str) -> None:
+        nonlocal last
+        if time.monotonic() - last >= interval:
+            last = time.monotonic()
+            report(text)
+
+    return progress
 
 
 class WorkerState(Enum):

@@ -28,12 +28,11 @@ from daemon.errors import TranscriptError
 from daemon.formats import parse
 from daemon.lending import Lending, Loans
 from daemon.logs import setup_logging
-from daemon.messages import Done, ErrorInfo, Failed, Fatal, Heartbeat, Job, JobSummary, Progress, Ready
+from daemon.messages import Done, ErrorInfo, Failed, Fatal, Heartbeat, Job, JobSummary, Progress, Ready, throttled
 from daemon.model_store import ModelInfo
 from daemon.output import write_outputs
 from daemon.pipeline import EnrichContext, enrich
 
-PROGRESS_INTERVAL_SECONDS = 1.0
 PR_SET_PDEATHSIG = 1
 
 
@@ -54,15 +53,7 @@ class WorkerSpec:
 
 def run_job(job: Job, spec: WorkerSpec, context: EnrichContext, events: Queue) -> None:
     config = spec.config
-    last_report = 0.0
-
-    def progress(text: str) -> None:
-        nonlocal last_report
-        now = time.monotonic()
-        if now - last_report >= PROGRESS_INTERVAL_SECONDS:
-            last_report = now
-            events.put(Progress(spec.id, job, text))
-
+    progress = throttled(lambda text: events.put(Progress(spec.id, job, text)))
     dispatch = job.dispatch_seconds()
     try:
         started = time.perf_counter()

@@ -35,7 +35,6 @@ from daemon.pipeline import EnrichContext, enrich, prompt_version
 
 RESULT_KEY = "enrichd:result:{}"
 SLOTS_DIR = "celery-slots"
-PROGRESS_INTERVAL_SECONDS = 1.0
 
 
 @dataclass
@@ -127,14 +126,3 @@ def earlier_result(client: Any, task: str) -> dict[str, Any] | None:
     kept = client.get(RESULT_KEY.format(task))
     return json.loads(kept) if kept else None
 
-
-def throttled(report: Callable[[str], None]) -> Callable[[str], None]:
-    last = 0.0
-
-    def progress(text: str) -> None:
-        nonlocal last
-        if time.monotonic() - last >= PROGRESS_INTERVAL_SECONDS:
-            last = time.monotonic()
-            report(text)
-
-    return progress

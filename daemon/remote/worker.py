@@ -18,7 +18,8 @@ from daemon.cpus import available_cpus, plan_workers
 from daemon.engine import EngineFactory
 from daemon.logs import setup_logging
 from daemon.remote.app import TASK, endpoints, make_app, redacted
-from daemon.remote.tasks import Child, earlier_result, first_result, run_job, set_up_child, throttled
+from daemon.messages import throttled
+from daemon.remote.tasks import Child, earlier_result, first_result, run_job, set_up_child
 
 _child: Child | None = None
 
