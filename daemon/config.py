@@ -90,6 +90,7 @@ class ModelConfig:
 class CorrectionConfig:
     enabled: bool = True
     mode: Literal["score", "rewrite", "both"] = "score"
+    model: Path | None = None
     score_tokens: int = _field(4, 0, 256)
     prune_nats: float | None = _field(4.0, 0)
     chunk_tokens: int = _field(256, 1)
@@ -104,6 +105,11 @@ class CorrectionConfig:
     skip_confidence: float | None = _field(None, 0, 1)
     surprise_threshold: float | None = _field(None, 0)
     temperature: float = _field(0.0, 0, 2)
+
+    @property
+    def scorer_path(self) -> Path | None:
+        """The scorer's own model, when scoring runs and one is configured."""
+        return self.model if self.enabled and self.mode != "rewrite" else None
 
 
 @dataclass
@@ -296,6 +302,7 @@ def parse_config(data: Any, source: str = "<config>", base: Path | None = None) 
         setattr(config.paths, name, _resolve(getattr(config.paths, name), base))
     config.model.path = _resolve(config.model.path, base)
     config.model.models_dir = _resolve(config.model.models_dir, base)
+    config.enrichment.correction.model = _resolve(config.enrichment.correction.model, base)
     config.logging.file = _resolve(config.logging.file, base)
     config.metrics.file = _resolve(config.metrics.file, base)
     config.celery.credentials_file = _resolve(config.celery.credentials_file, base)

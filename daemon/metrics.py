@@ -45,9 +45,9 @@ class Metrics:
                                 ["worker"], registry=registry)
         self.last_output = Gauge("enrichd_last_output_timestamp_seconds", "When the last output was written",
                                  registry=registry)
-        Gauge("enrichd_build_info", "Version, model and prompt version of the running daemon",
-              ["version", "model_sha256", "prompt_version"], registry=registry).labels(
-            __version__, model.sha256, prompt_version).set(1)
+        Gauge("enrichd_build_info", "Version, model, scorer model (if any) and prompt version of the running daemon",
+              ["version", "model_sha256", "scorer_sha256", "prompt_version"], registry=registry).labels(
+            __version__, model.sha256, model.scorer.sha256 if model.scorer else "", prompt_version).set(1)
         for stage in STAGES:
             self.stage.labels(stage)
         for kind in TOKEN_KINDS:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from daemon import __version__
 from daemon.cache import Cache, cache_counts
-from daemon.config import Config, EnrichmentConfig
+from daemon.config import Config, CorrectionConfig, EnrichmentConfig
 from daemon.correction import STATUSES, Corrector, confusion_sets
 from daemon.engine import Engine, EngineStats
 from daemon.language import detect_language
@@ -29,12 +29,18 @@ from daemon.prompts import LANGUAGES, prompt_set
 from daemon.transcript import Transcript
 
 
+def correction_settings(config: CorrectionConfig) -> dict[str, Any]:
+    """The correction settings outputs depend on. The scorer's path is not one: paths differ between hosts, and
+    the scorer's sha256 is in the model's identity."""
+    return {k: v for k, v in asdict(config).items() if k != "model"}
+
+
 def prompt_version(config: EnrichmentConfig, thresholds: tuple[float, ...] | None = None) -> str:
     """Short hash of every prompt text, confusion set, generation parameter and calibration: changes whenever
     outputs could."""
     material: dict[str, Any] = {
         "prompts": {lang: asdict(prompt_set(config, lang)) for lang in LANGUAGES},
-        "correction": asdict(config.correction),
+        "correction": correction_settings(config.correction),
         "confusions": {lang: confusion_sets(config.correction, lang).digest for lang in LANGUAGES},
         "metadata": asdict(config.metadata),
         "satisfaction_thresholds": thresholds,
@@ -50,6 +56,7 @@ class EnrichContext:
     model: ModelInfo
     engine: Callable[[], Engine]
     cache: Cache | None = None
+    scorer: Callable[[], Engine] | None = None  # the scoring corrector's own smaller model, if configured
     prompt_version: str = field(init=False)
     thresholds: tuple[float, ...] | None = field(init=False)
 
@@ -62,12 +69,12 @@ class EnrichContext:
         enrichment = self.config.enrichment
         return {
             "n_ctx": model.n_ctx, "n_batch": model.n_batch, "flash_attn": model.flash_attn,
-            "correction": asdict(enrichment.correction), "metadata": asdict(enrichment.metadata),
+            "correction": correction_settings(enrichment.correction), "metadata": asdict(enrichment.metadata),
         }
 
     def scope(self) -> str:
         """What every cache key starts with: results depend on the model and on the prompts."""
-        return f"{self.model.sha256}:{self.prompt_version}"
+        return f"{self.model.identity}:{self.prompt_version}"
 
 
 def _provenance(context: EnrichContext) -> dict[str, Any]:
@@ -108,9 +115,11 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
                                transcript.language if enrichment.language == "auto" else enrichment.language)
     prompts = prompt_set(enrichment, language)
     engine = context.engine()
-    engine_before = engine.stats.copy()
+    scorer = context.scorer() if context.scorer else engine
+    engine_before, scorer_before = engine.stats.copy(), scorer.stats.copy()
 
-    corrector = Corrector(engine, enrichment.correction, prompts, cache, context.scope(), progress=progress)
+    corrector = Corrector(engine, enrichment.correction, prompts, cache, context.scope(), progress=progress,
+                          scorer=scorer)
     t0 = time.perf_counter()
     corrections = corrector.correct(transcript.segments, language)
     t_correct = time.perf_counter() - t0
@@ -134,6 +143,9 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
     t_meta = time.perf_counter() - t0
 
     used = engine.stats - engine_before
+    scorer_used = scorer.stats - scorer_before if scorer is not engine else None
+    if scorer_used is not None:
+        used = used + scorer_used
     correction = corrector.stats
     stats = {
         "cache": "miss" if cache is not None else "disabled",
@@ -144,7 +156,8 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
         "correction": {"mode": enrichment.correction.mode, "batches": correction.batches,
                        "batch_splits": correction.batch_splits, "gated": correction.gated,
                        "candidates": correction.candidates, "pruned": correction.pruned,
-                       "branches": correction.branches},
+                       "branches": correction.branches,
+                       **({"scorer_tokens": scorer_used.tokens()} if scorer_used is not None else {})},
         "metadata": meta_stats,
         **_cache_stats(cache, before),
     }

@@ -207,7 +207,8 @@ class LocalPool:
         slot.last_heartbeat = time.monotonic()
         if isinstance(event, Ready):
             slot.state, slot.pid = WorkerState.IDLE, event.pid
-            logger.info("worker {} ready (pid {}, model loaded in {:.1f} s)", slot.spec.id, event.pid, event.load_seconds)
+            logger.info("worker {} ready (pid {}, {} loaded in {:.1f} s)", slot.spec.id, event.pid,
+                        "model and scorer" if self.model.scorer else "model", event.load_seconds)
             return [event]
         if isinstance(event, (Progress, Done, Failed)) and (slot.job is None or slot.job.name != event.job.name):
             return []

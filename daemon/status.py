@@ -129,7 +129,8 @@ class Reporter:
             "plan": {"workers": self.plan.count, "threads": self.plan.threads} if self.plan else None,
             "model": asdict(self.model) if self.model else None,
             "workers": [{"id": s.id, "pid": s.pid, "state": s.state.value, "cpus": list(s.cpus),
-                         "file": s.job.name if s.job else None, "progress": s.progress, "jobs_done": s.jobs_done}
+                         "file": s.job.name if s.job else None, "progress": s.progress, "jobs_done": s.jobs_done,
+                         "host": s.host}
                         for s in slots],
             "throughput": self._figures(slots, inbox_depth),
             "cache": cache_counts(self.throughput.cache_hits, self.throughput.cache_misses),

@@ -93,14 +93,21 @@ def worker_main(spec: WorkerSpec, jobs: Queue, events: Queue) -> None:
     logger.debug("worker {} pinned to CPUs {}", spec.id, ",".join(map(str, spec.cpus)))
     loading = time.perf_counter()
     try:
-        engine: Engine = spec.factory.load(spec.config, len(spec.cpus))
+        engine, scorer = spec.factory.load_all(spec.config, len(spec.cpus))
     except Exception as exc:  # any load failure is fatal for this worker; the supervisor decides what next
         events.put(Fatal(spec.id, ErrorInfo.of(exc)))
         return
-    lending = Lending(spec.id, list(spec.cpu_sets), spec.loans, spec.config.paths.state, engine.set_threads)
-    engine.on_decode(lending.adjust)
+    engines: list[Engine] = [engine] if scorer is None else [engine, scorer]
+
+    def set_threads(threads: int) -> None:
+        for each in engines:
+            each.set_threads(threads)
+
+    lending = Lending(spec.id, list(spec.cpu_sets), spec.loans, spec.config.paths.state, set_threads)
+    for each in engines:
+        each.on_decode(lending.adjust)
     cache = Cache(cache_path(spec.config)) if spec.config.cache.enabled else None
-    context = EnrichContext(spec.config, spec.model, lambda: engine, cache)
+    context = EnrichContext(spec.config, spec.model, lambda: engine, cache, (lambda: scorer) if scorer else None)
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(spec, events, stop), daemon=True).start()
     events.put(Ready(spec.id, os.getpid(), time.perf_counter() - loading))

@@ -15,6 +15,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Collection, Mapping, Sequence
 
 from daemon.config import Config
@@ -109,7 +110,7 @@ def describe_fake(config: Config) -> ModelInfo:
     return ModelInfo(name="fake", file="fake.gguf", sha256="0" * 64)
 
 
-def load_fake(config: Config, threads: int) -> FakeEngine:
+def load_fake(config: Config, threads: int, path: Path | None = None) -> FakeEngine:
     time.sleep(float(os.environ.get("FAKE_LOAD_SECONDS", "0")))
     linger = float(os.environ.get("FAKE_LINGER_SECONDS", "0"))
     if linger:

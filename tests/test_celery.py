@@ -93,6 +93,10 @@ def test_twenty_files_through_one_celery_worker_each_enriched_once_as_the_local_
         assert strip(remote) == strip(json.loads((local.paths.outbox / output).read_text()))
 
 
+def worker_logs(config_path: Path) -> str:
+    return "".join(f"--- {log}\n" + (config_path.parent / log).read_text(errors="replace") for log in ("worker.log", "b.log"))
+
+
 def test_two_workers_standing_for_two_hosts_each_pinned_to_its_cpu_both_take_work(spool, redis):
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two CPUs")
@@ -100,11 +104,16 @@ def test_two_workers_standing_for_two_hosts_each_pinned_to_its_cpu_both_take_wor
     second_state = config.paths.state.parent / "state-b"
     with celery_worker(path, cpu=0), celery_worker(path, cpu=1, env={"ENRICHD_PATHS_STATE": str(second_state)}, log="b.log"):
         with running_daemon(path):
+            # both hosts registered before the work arrives: a host that joins later only takes what is left
+            try:
+                wait_for(lambda: "2 host process(es), 2 slot(s)" in daemon_log(path), 60, what="both workers seen")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{worker_logs(path)}") from exc
             for i in range(12):
                 drop(config.paths.inbox, f"call-{i:02d}.txt", marker="SLOW-JOB" if i < 4 else "")
             wait_for(lambda: len(outputs(config.paths.outbox)) == 12, 120, what="twelve outputs")
     pids = {line.split("(pid ", 1)[1].split(")")[0] for line in daemon_log(path).splitlines() if "done call-" in line}
-    assert len(pids) == 2, pids
+    assert len(pids) == 2, (pids, daemon_log(path), worker_logs(path))
 
 
 def child_on(config, name: str) -> int:

@@ -74,10 +74,10 @@ def test_make_run_installs_the_default_model_only_when_the_config_names_none(tmp
     result = subprocess.run(["make", "-s", "model", f"CONFIG={custom}"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "mine.gguf" in result.stdout and "the default model is not needed" in result.stdout
-    default = subprocess.run([sys.executable, "-m", "daemon", "model", "needs-default", "--config", str(ROOT / "config.yaml")],
+    assert "mine.gguf" in result.stderr and "the default model is not needed" in result.stderr
+    default = subprocess.run([sys.executable, "-m", "daemon", "model", "extras", "--config", str(ROOT / "config.yaml")],
                              cwd=ROOT, capture_output=True, text=True)
-    assert default.returncode == 0 and "the default model" in default.stdout
+    assert default.returncode == 0 and default.stdout == "default-model\n" and "the default model" in default.stderr
 
 
 def test_status_shows_each_worker_the_model_and_the_last_figures(spool):

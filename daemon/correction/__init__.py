@@ -23,7 +23,7 @@ class Corrector(CorrectorBase):
         mode = self.config.mode
         outcomes: list[SegmentCorrection] | None = None
         if mode in ("score", "both"):
-            outcomes = ScoreCorrector(**self.parts()).correct(segments, language)
+            outcomes = ScoreCorrector(**{**self.parts(), "engine": self.scorer or self.engine}).correct(segments, language)
         if mode in ("rewrite", "both"):
             rewriter = Rewriter(**self.parts())
             if outcomes is None:

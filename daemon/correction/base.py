@@ -23,6 +23,7 @@ class CorrectorBase:
     progress: ProgressReport | None = None
     stats: CorrectionStats = field(default_factory=CorrectionStats)
     trace: list[Any] | None = None
+    scorer: Engine | None = None  # the model that judges candidates, when not `engine`
 
     def parts(self) -> dict[str, Any]:
         """These fields, to hand to another corrector that shares them (and so its stats)."""

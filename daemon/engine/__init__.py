@@ -9,6 +9,7 @@ keeps the longest common token prefix between calls, which the prompts are order
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Callable, Collection, Mapping, Protocol, Sequence
 
 from daemon.config import Config
@@ -129,17 +130,23 @@ class Engine(Protocol):
         """`hook` runs before every decode: the only moment the threads may change."""
 
 
-def load_llama(config: Config, threads: int) -> Engine:
+def load_llama(config: Config, threads: int, path: Path | None = None) -> Engine:
+    """The configured model, or the GGUF at `path` (the scorer's) with the same settings."""
     from daemon.engine.llama import LlamaEngine
     from daemon.engine.runtime import LlamaSettings
     from daemon.model_store import model_path
 
-    return LlamaEngine(model_path(config), LlamaSettings.from_config(config.model, threads))
+    return LlamaEngine(path or model_path(config), LlamaSettings.from_config(config.model, threads))
 
 
 @dataclass(frozen=True)
 class EngineFactory:
-    """How a worker gets its engine; picklable, so it can cross into a spawned process."""
+    """How a worker gets its engines; picklable, so it can cross into a spawned process."""
 
     describe: Callable[[Config], ModelInfo]
-    load: Callable[[Config, int], Engine]
+    load: Callable[[Config, int, Path | None], Engine]
+
+    def load_all(self, config: Config, threads: int) -> tuple[Engine, Engine | None]:
+        """The model, and the scoring corrector's own when configured; each loaded once, for a worker's life."""
+        scorer = config.enrichment.correction.scorer_path
+        return self.load(config, threads, None), self.load(config, threads, scorer) if scorer else None

@@ -250,3 +250,32 @@ class Runtime:
         rate = len(tokens) / (time.perf_counter() - started)
         self.sync([])
         return rate
+
+
+# ----- llama.cpp's quantiser ---------------------------------------------------------------------
+FILE_TYPE_PREFIX = "LLAMA_FTYPE_"
+
+
+def file_types() -> dict[str, int]:
+    """Every file type this llama.cpp writes, by the name its own `llama-quantize` uses (Q4_0, Q4_K_M...)."""
+    import llama_cpp
+
+    types = {}
+    for name, value in vars(llama_cpp).items():
+        if name.startswith(FILE_TYPE_PREFIX) and isinstance(value, int) and not name.endswith("GUESSED"):
+            types[name[len(FILE_TYPE_PREFIX):].removeprefix("MOSTLY_").removeprefix("ALL_")] = value
+    return types
+
+
+def quantize_file(source: Path, target: Path, file_type: int, threads: int) -> int:
+    """llama_model_quantize with requantising allowed (the input may itself be quantised); 0 on success."""
+    import ctypes
+
+    import llama_cpp
+
+    from daemon.logs import route_llama_logs
+
+    route_llama_logs()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.allow_requantize, params.nthread = file_type, True, threads
+    return int(llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params)))

@@ -67,10 +67,10 @@ def problems(config: Config) -> list[str]:
     return found
 
 
-def job_id(name: str, input_sha256: str, model_sha256: str, prompt_version: str) -> str:
+def job_id(name: str, input_sha256: str, model_identity: str, prompt_version: str) -> str:
     """The same file, input, model and prompts: the same job, whenever and however often it is sent. The name
     is part of it because the document carries it: two files with equal bytes are two jobs."""
-    return hashlib.sha256(f"{name}\0{input_sha256}:{model_sha256}:{prompt_version}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{name}\0{input_sha256}:{model_identity}:{prompt_version}".encode()).hexdigest()[:32]
 
 
 def task_id(job: str, attempt: int) -> str:

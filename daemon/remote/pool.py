@@ -99,9 +99,9 @@ class CeleryPool:
         data = (self.spool.processing / job.name).read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         message = {"name": job.name, "attempt": job.attempt, "claimed": job.claimed, "sha256": digest,
-                   "data": base64.b64encode(data).decode("ascii"), "model_sha256": self.model.sha256,
+                   "data": base64.b64encode(data).decode("ascii"), "model_identity": self.model.identity,
                    "prompt_version": self.prompt_version}
-        task = Task(job, task_id(job_id(job.name, digest, self.model.sha256, self.prompt_version), job.attempt), message)
+        task = Task(job, task_id(job_id(job.name, digest, self.model.identity, self.prompt_version), job.attempt), message)
         try:
             state = self.app.AsyncResult(task.id).state
             if state == "PENDING":

@@ -24,7 +24,7 @@ from loguru import logger
 
 from daemon.cache import Cache, cache_path
 from daemon.config import Config
-from daemon.engine import Engine, EngineFactory
+from daemon.engine import EngineFactory
 from daemon.errors import EnrichdError, TranscriptError
 from daemon.formats import parse_bytes
 from daemon.logs import setup_logging
@@ -46,7 +46,7 @@ class Child:
     cpus: tuple[int, ...]
     lock: TextIO
     context: EnrichContext
-    model_sha256: str
+    model_identity: str
 
     @property
     def host(self) -> str:
@@ -75,12 +75,12 @@ def set_up_child(config: Config, factory: EngineFactory, cpu_sets: list[list[int
     setup_logging(config.logging, process=f"worker-{slot}")
     started = time.perf_counter()
     model = factory.describe(config)
-    engine: Engine = factory.load(config, len(cpus))
+    engine, scorer = factory.load_all(config, len(cpus))
     cache = Cache(cache_path(config)) if config.cache.enabled else None
-    context = EnrichContext(config, model, lambda: engine, cache)
+    context = EnrichContext(config, model, lambda: engine, cache, (lambda: scorer) if scorer else None)
     logger.info("worker child {} (pid {}) on CPUs {}: model {} loaded in {:.1f} s", slot, os.getpid(),
                 ",".join(map(str, cpus)), model.name, time.perf_counter() - started)
-    return Child(config, slot, cpus, lock, context, model.sha256)
+    return Child(config, slot, cpus, lock, context, model.identity)
 
 
 def failure(exc: BaseException, permanent: bool) -> dict[str, Any]:
@@ -94,8 +94,8 @@ def run_job(child: Child, message: dict[str, Any], progress: Callable[[str], Non
     data = base64.b64decode(message["data"])
     if hashlib.sha256(data).hexdigest() != message["sha256"]:
         return failure(EnrichdError(f"{name}: its bytes do not match their sha256 (damaged in transit)"), False)
-    expected = (message["model_sha256"], message["prompt_version"])
-    here = (child.model_sha256, prompt_version(child.config.enrichment, read_thresholds(child.config.paths.state)))
+    expected = (message["model_identity"], message["prompt_version"])
+    here = (child.model_identity, prompt_version(child.config.enrichment, read_thresholds(child.config.paths.state)))
     if expected != here:
         return failure(EnrichdError(f"{name}: this worker on {child.host} runs model {here[0][:12]} with prompts "
                                     f"{here[1]}, the job was sent for model {expected[0][:12]} with prompts {expected[1]}"),

@@ -49,10 +49,11 @@ from daemon.engine.runtime import LlamaSettings
 from daemon.formats import parse
 from daemon.logs import setup_logging
 from daemon.messages import ProgressReport
-from daemon.model_store import model_info
+from daemon.model_store import describe_model
 from daemon.output import output_names
 from daemon.schema import schema_errors
 from daemon.status import read_status
+from daemon.text import words
 from daemon.tools.peer import LlamaServer, enrich_with_server
 from daemon.tools.recall import run_recall
 from daemon.tools.redis_server import RedisServer
@@ -86,6 +87,7 @@ class ModeResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     dispatch_seconds: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    against_reference: dict[str, Any] = field(default_factory=dict)
 
     def figures(self) -> dict[str, Any]:
         data = asdict(self)
@@ -216,8 +218,16 @@ def stop_group(process: subprocess.Popen[bytes], timeout: float = 60) -> None:
             process.wait()
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """Where the cold pass's documents are kept (`--outputs`), and another run's they are compared with."""
+
+    outputs: Path | None = None
+    reference: Path | None = None
+
+
 def run_daemon_passes(files: list[Path], config: Config, work: Path, progress: ProgressReport,
-                      modes: tuple[str, ...] = ("enrichd", "enrichd-warm")) -> list[ModeResult]:
+                      modes: tuple[str, ...] = ("enrichd", "enrichd-warm"), keep: Outputs = Outputs()) -> list[ModeResult]:
     """`enrichd run` on a temporary spool: one cold pass, then the same files again on the warm cache.
 
     A split stored by `enrichd tune --write` goes along, so `workers: auto` runs what the daemon would run.
@@ -225,11 +235,11 @@ def run_daemon_passes(files: list[Path], config: Config, work: Path, progress: P
     with `workers.backend: celery`, and one single-CPU `enrichd worker` per CPU.
     """
     with ExitStack() as stack:
-        return _daemon_passes(files, config, work, progress, modes, stack)
+        return _daemon_passes(files, config, work, progress, modes, keep, stack)
 
 
 def _daemon_passes(files: list[Path], config: Config, work: Path, progress: ProgressReport, modes: tuple[str, ...],
-                   stack: ExitStack) -> list[ModeResult]:
+                   keep: Outputs, stack: ExitStack) -> list[ModeResult]:
     data = config_to_dict(config)
     data.pop("source", None)
     data["paths"] = {name: str(work / name) for name in ("inbox", "processing", "outbox", "failed", "archive", "state")}
@@ -286,6 +296,14 @@ def _daemon_passes(files: list[Path], config: Config, work: Path, progress: Prog
                 result = _collect(mode, files, outbox, wall, sampler.peak, config)
                 if celery:
                     result.settings.update(backend="celery", workers=len(cpus), threads=1)
+                if mode != "enrichd-warm":
+                    names = [output_names(p.name)[0] for p in files]
+                    if keep.reference:
+                        result.against_reference = compare_metadata(outbox, keep.reference, names)
+                    if keep.outputs:
+                        keep.outputs.mkdir(parents=True, exist_ok=True)
+                        for name in names:
+                            shutil.copyfile(outbox / name, keep.outputs / name)
                 results.append(result)
     finally:
         process.send_signal(signal.SIGTERM)
@@ -322,6 +340,34 @@ def run_peer(files: list[Path], config: Config, binary: Path, model: Path, cpus:
     return ModeResult("llama-server", len(files), wall, tokens=stats, peak_rss_mb=sampler.peak / 2**20, stage_seconds=stages,
                       settings={"parallel": parallel, "threads": len(cpus), "n_ctx": config.model.n_ctx * parallel,
                                 "flash_attn": True, "binary": str(binary)})
+
+
+def _word_overlap(a: str | None, b: str | None) -> float | None:
+    """Jaccard overlap of the two texts' lowercased words: 1 the same words, 0 none in common."""
+    if not a or not b:
+        return None
+    first, second = {w.lower() for w in words(a)}, {w.lower() for w in words(b)}
+    return len(first & second) / len(first | second) if first | second else None
+
+
+def compare_metadata(outbox: Path, reference: Path, names: list[str]) -> dict[str, Any]:
+    """How far titles, summaries, bullet points and satisfaction moved from another run's outputs (same files)."""
+    overlaps: dict[str, list[float]] = {"title": [], "summary": [], "bullet_points": []}
+    same_score, compared = 0, 0
+    for name in names:
+        if not (reference / name).is_file():
+            continue
+        ours, theirs = (json.loads(p.read_text())["metadata"] or {} for p in (outbox / name, reference / name))
+        compared += 1
+        for key, values in overlaps.items():
+            joined = [" ".join(v) if isinstance(v, list) else v for v in (ours.get(key), theirs.get(key))]
+            overlap = _word_overlap(*joined)
+            if overlap is not None:
+                values.append(overlap)
+        scores = [(m.get("satisfaction") or {}).get("score") for m in (ours, theirs)]
+        same_score += scores[0] is not None and scores[0] == scores[1]
+    return {"files": compared, "same_satisfaction_score": same_score,
+            **{f"{key}_word_overlap": round(sum(v) / len(v), 3) if v else None for key, v in overlaps.items()}}
 
 
 def _collect(mode: str, files: list[Path], outbox: Path, wall: float, peak: int, config: Config) -> ModeResult:
@@ -390,7 +436,7 @@ def corpus_files(corpus: Path, config: Config) -> list[Path]:
 
 
 def run_speed_modes(files: list[Path], config: Config, model: Path, modes: list[str], progress: ProgressReport,
-                    llama_server: Path | None, warm: bool = True) -> dict[str, ModeResult]:
+                    llama_server: Path | None, warm: bool = True, keep: Outputs = Outputs()) -> dict[str, ModeResult]:
     """The timed modes asked for, one after the other, on these files."""
     cpus = available_cpus()
     results: dict[str, ModeResult] = {}
@@ -401,7 +447,7 @@ def run_speed_modes(files: list[Path], config: Config, model: Path, modes: list[
     if "enrichd" in modes:
         with tempfile.TemporaryDirectory(prefix="enrichd-bench-") as work:
             passes = ("enrichd", "enrichd-warm") if warm else ("enrichd",)
-            for result in run_daemon_passes(files, config, Path(work), progress, passes):
+            for result in run_daemon_passes(files, config, Path(work), progress, passes, keep):
                 results[result.mode] = result
     if "enrichd-celery" in modes:
         with tempfile.TemporaryDirectory(prefix="enrichd-bench-celery-") as work:
@@ -423,7 +469,7 @@ def speed_ratios(results: dict[str, ModeResult]) -> dict[str, float | None]:
 
 def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, modes: list[str], progress: ProgressReport,
               seeds: tuple[int, ...] = (0, 1, 2), injection_rate: float = 0.2, labels: Path | None = None,
-              llama_server: Path | None = None, shapes: list[int] | None = None) -> dict[str, Any]:
+              llama_server: Path | None = None, shapes: list[int] | None = None, keep: Outputs = Outputs()) -> dict[str, Any]:
     files = corpus_files(corpus, config)
     if limit:
         files = files[:limit]
@@ -432,12 +478,13 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
     if shapes and max(shapes) > len(files):
         raise ValueError(f"--shapes {max(shapes)} needs that many transcripts; {corpus} has {len(files)}")
     cpus = available_cpus()
-    info = model_info(model, config.paths.state)
     config.model.path = model
+    info = describe_model(config)
     report: dict[str, Any] = {
         "machine": {"cpu": _cpu_model(), "cpus": cpus, "python": platform.python_version(),
                     "llama_cpp_python": version("llama-cpp-python"), "enrichd": version("enrichd")},
-        "model": asdict(info) | {"path": str(model)},
+        "model": asdict(info) | {"path": str(model)} | (
+            {"scorer_path": str(config.enrichment.correction.scorer_path)} if info.scorer else {}),
         "corpus": {"dir": str(corpus), "files": [p.name for p in files],
                    "segments": sum(len(parse(p).segments) for p in files)},
     }
@@ -451,12 +498,16 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
                                         "modes": {name: r.figures() for name, r in shaped.items()},
                                         "ratios": speed_ratios(shaped)}
     else:
-        results = run_speed_modes(files, config, model, modes, progress, llama_server)
+        results = run_speed_modes(files, config, model, modes, progress, llama_server, keep=keep)
         report["modes"] = {name: r.figures() for name, r in results.items()}
     if "recall" in modes or "satisfaction" in modes:
         engine = LlamaEngine(model, LlamaSettings.from_config(config.model, len(cpus)))
         if "recall" in modes:
-            report["recall"] = run_recall(config, files, engine, progress, seeds, injection_rate)
+            scorer_path = config.enrichment.correction.scorer_path
+            scorer = LlamaEngine(scorer_path, LlamaSettings.from_config(config.model, len(cpus))) if scorer_path else None
+            report["recall"] = run_recall(config, files, engine, progress, seeds, injection_rate, scorer)
+            if scorer is not None:
+                scorer.close()
         if "satisfaction" in modes:
             if labels is None:
                 raise ValueError("--modes satisfaction needs --labels FILE")

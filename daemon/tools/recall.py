@@ -22,7 +22,7 @@ from daemon.config import Config
 from daemon.correction import Corrector, SegmentCorrection, confusion_sets
 from daemon.correction.candidates import ConfusionSets, candidates, normal
 from daemon.correction.score import Judgement
-from daemon.engine import Engine
+from daemon.engine import Engine, EngineStats
 from daemon.formats import parse
 from daemon.messages import ProgressReport
 from daemon.prompts import prompt_set
@@ -147,9 +147,13 @@ def _sum_tables(tables: list[dict[str, dict[str, list[int]]]]) -> dict[str, dict
     return total
 
 
+def _used(engine: Engine, scorer: Engine | None) -> EngineStats:
+    return engine.stats + scorer.stats if scorer is not None else engine.stats.copy()
+
+
 def run_recall(config: Config, files: list[Path], engine: Engine, progress: ProgressReport,
-               seeds: tuple[int, ...] = (0, 1, 2), rate: float = 0.2) -> dict[str, Any]:
-    """Each file: corrected clean, then with each seed's errors; one engine for everything."""
+               seeds: tuple[int, ...] = (0, 1, 2), rate: float = 0.2, scorer: Engine | None = None) -> dict[str, Any]:
+    """Each file: corrected clean, then with each seed's errors; one engine (and its scorer) for everything."""
     correction = config.enrichment.correction
     sets = confusion_sets(correction, LANGUAGE)
     prompts = prompt_set(config.enrichment, LANGUAGE)
@@ -167,10 +171,10 @@ def run_recall(config: Config, files: list[Path], engine: Engine, progress: Prog
         versions += [(f"seed {seed}", *inject_errors(original, sets, words, rate, rngs[seed])) for seed in seeds]
         for label, segments, injections in versions:
             trace: list[Judgement] = []
-            corrector = Corrector(engine, correction, prompts, trace=trace)
-            started, before = time.perf_counter(), engine.stats.copy()
+            corrector = Corrector(engine, correction, prompts, trace=trace, scorer=scorer)
+            started, before = time.perf_counter(), _used(engine, scorer)
             outcomes: list[SegmentCorrection] = corrector.correct(segments, LANGUAGE)
-            run, used = runs[label], engine.stats - before
+            run, used = runs[label], _used(engine, scorer) - before
             run.seconds += time.perf_counter() - started
             run.evaluated_tokens += used.evaluated_tokens
             run.generated_tokens += used.generated_tokens
