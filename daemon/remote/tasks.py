@@ -78,9 +78,15 @@ def set_up_child(config: Config, factory: EngineFactory, cpu_sets: list[list[int
     engine, scorer = factory.load_all(config, len(cpus))
     cache = Cache(cache_path(config)) if config.cache.enabled else None
     context = EnrichContext(config, model, lambda: engine, cache, (lambda: scorer) if scorer else None)
-    logger.info("worker child {} (pid {}) on CPUs {}: model {} loaded in {:.1f} s", slot, os.getpid(),
-                ",".join(map(str, cpus)), model.name, time.perf_counter() - started)
+    logger.info("worker child {} (pid {}) on CPUs {}: model {}{} loaded in {:.1f} s", slot, os.getpid(),
+                ",".join(map(str, cpus)), model.name, f" and scorer {model.scorer.name}" if model.scorer else "",
+                time.perf_counter() - started)
     return Child(config, slot, cpus, lock, context, model.identity)
+
+
+def short_identity(identity: str) -> str:
+    """The first 12 hex digits of each sha256 in a model identity (main model, then scorer)."""
+    return "+".join(part[:12] for part in identity.split("+"))
 
 
 def failure(exc: BaseException, permanent: bool) -> dict[str, Any]:
@@ -97,8 +103,9 @@ def run_job(child: Child, message: dict[str, Any], progress: Callable[[str], Non
     expected = (message["model_identity"], message["prompt_version"])
     here = (child.model_identity, prompt_version(child.config.enrichment, read_thresholds(child.config.paths.state)))
     if expected != here:
-        return failure(EnrichdError(f"{name}: this worker on {child.host} runs model {here[0][:12]} with prompts "
-                                    f"{here[1]}, the job was sent for model {expected[0][:12]} with prompts {expected[1]}"),
+        return failure(EnrichdError(f"{name}: this worker on {child.host} runs model {short_identity(here[0])} with "
+                                    f"prompts {here[1]}, the job was sent for model {short_identity(expected[0])} with "
+                                    f"prompts {expected[1]}"),
                        False)
     try:
         started = time.perf_counter()
