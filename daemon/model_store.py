@@ -103,8 +103,8 @@ def packaged_spec(path: Path, config: Config) -> ModelSpec | None:
 
 def needed_packages(config: Config) -> list[ModelSpec]:
     """The packaged models this configuration uses: the default model, the scorer, both or neither."""
-    paths = [model_path(config), config.enrichment.correction.model]
-    return [spec for spec in PACKAGED if any(p == config.models_dir / spec.file for p in paths)]
+    used = {packaged_spec(path, config) for path in (model_path(config), config.enrichment.correction.scorer_path) if path}
+    return [spec for spec in PACKAGED if spec in used]
 
 
 def verify(spec: ModelSpec, path: Path) -> None:

@@ -346,7 +346,7 @@ def _word_overlap(a: str | None, b: str | None) -> float | None:
     """Jaccard overlap of the two texts' lowercased words: 1 the same words, 0 none in common."""
     if not a or not b:
         return None
-    first, second = {w.lower() for w in words(a)}, {w.lower() for w in words(b)}
+    first, second = set(words(a)), set(words(b))
     return len(first & second) / len(first | second) if first | second else None
 
 
