@@ -8,7 +8,6 @@ the model's expected satisfaction to the labels (metadata.fit_thresholds).
 from __future__ import annotations
 
 import csv
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from daemon.errors import ConfigError
 from daemon.formats import parse
 from daemon.language import detect_language
 from daemon.messages import ProgressReport
-from daemon.metadata import MetadataResult, MetadataWriter, SourceText
+from daemon.metadata import MetadataResult, MetadataWriter
 from daemon.prompts import prompt_set
 
 BINARY = {"unhappy": 1, "happy": 5}
@@ -56,27 +55,24 @@ def read_labels(labels: Path, corpus: Path | None = None) -> list[Labelled]:
     return [Labelled(base / row[0].strip(), row[1].strip()) for row in rows]
 
 
-def read_calls(config: Config, engine: Engine, calls: list[Labelled], progress: ProgressReport,
-               justify: bool = False) -> list[dict[str, Any]]:
-    """Each labelled call through the satisfaction step: its reading, and with `justify` the whole step."""
+def read_call(config: Config, call: Labelled) -> tuple[str, str]:
+    """A labelled call's dialogue and language, as the daemon would read them."""
+    transcript = parse(call.path, config.queue.max_bytes)
+    dialogue = transcript.dialogue()
+    configured = config.enrichment.language
+    return dialogue, detect_language(dialogue[:20_000], transcript.language if configured == "auto" else configured)
+
+
+def read_calls(config: Config, engine: Engine, calls: list[Labelled], progress: ProgressReport) -> list[dict[str, Any]]:
+    """Each labelled call's satisfaction reading: its expectation, rounded score and confidence."""
     enrichment = config.enrichment
     results = []
     for call in calls:
-        transcript = parse(call.path, config.queue.max_bytes)
-        dialogue = transcript.dialogue()
-        language = detect_language(dialogue[:20_000], transcript.language if enrichment.language == "auto"
-                                   else enrichment.language)
+        dialogue, language = read_call(config, call)
         writer = MetadataWriter(engine, enrichment.metadata, prompt_set(enrichment, language))
         result = MetadataResult(values={}, null_reasons={})
-        started = time.perf_counter()
-        context = writer.context(dialogue, result)
-        if justify:
-            value = writer.satisfaction(context, SourceText.of(dialogue), result)
-        else:
-            reading = writer.reading(context)
-            value = {"expected": round(reading.expected, 3), "score": reading.score(),
-                     "confidence": round(reading.confidence, 3)}
-        results.append({"file": call.path.name, "label": call.label, "seconds": round(time.perf_counter() - started, 2),
-                        **(value or {}), "null_reasons": result.null_reasons})
-        progress(f"{call.path.name} ({call.label}): expected {results[-1].get('expected')}")
+        reading = writer.reading(writer.reading_prompt(writer.context(dialogue, result)))
+        results.append({"file": call.path.name, "label": call.label, "expected": round(reading.expected, 3),
+                        "score": reading.score(), "confidence": round(reading.confidence, 3)})
+        progress(f"{call.path.name} ({call.label}): expected {results[-1]['expected']}")
     return results

@@ -5,12 +5,14 @@ llama.cpp evaluates the transcript once and only the short task text afterwards.
 validated and normalised; a field that cannot be produced validly after one stricter retry is null
 with its reason, never an invented value. Transcripts longer than the context are summarised in
 chunks first (map-reduce), and the four tasks then read the chunk summaries. The satisfaction score
-is not written but read: the model's probabilities for the answers 1 to 5, in one pass; only its
-justification is written, for the score chosen, and refused when it says the opposite.
+is not written but read: the model's probabilities for the answers 1 to 5, in one pass; its justification
+is the scored answer continued ("Note : 4/5, car ..."), refused when it says the opposite of the score.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -19,11 +21,11 @@ from typing import Any, Callable
 
 import yaml
 
-from daemon.config import MetadataConfig, TaskSettings
+from daemon.config import EnrichmentConfig, MetadataConfig, TaskSettings
 from daemon.engine import Engine
 from daemon.errors import EngineError
 from daemon.messages import ProgressReport
-from daemon.prompts import Prompts, fenced
+from daemon.prompts import LANGUAGES, Prompts, fenced, prompt_set
 from daemon.text import words
 BULLET = re.compile(r"^\s*(?:[-*•·–]|\d+[.)])\s*(.+)$")
 LABEL = re.compile(r"^\s*(?:\*\*)?(?:titre|title|résumé|resume|summary|justification)\s*(?:\*\*)?\s*:\s*", re.IGNORECASE)
@@ -163,6 +165,8 @@ def contradicts(sentence: str, score: int, prompts: Prompts) -> bool:
 def validate_justification(answer: str, source: SourceText, score: int, prompts: Prompts) -> str:
     text = " ".join(LABEL.sub("", _first_line(answer)).lstrip(" .:-*").split())
     sentence = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].strip()
+    if sentence.count("(") > sentence.count(")"):
+        sentence = sentence.rsplit("(", 1)[0].rstrip(" ,;")
     if len(words(sentence)) < 3:
         raise Invalid("no justification sentence")
     if source.copies(sentence):
@@ -170,8 +174,8 @@ def validate_justification(answer: str, source: SourceText, score: int, prompts:
     if contradicts(sentence, score, prompts):
         raise Invalid(f"justification contradicts the score {score}")
     if len(words(sentence)) > 40:
-        sentence = " ".join(sentence.split()[:40]).rstrip(",;") + "…"
-    return sentence
+        return " ".join(sentence.split()[:40]).rstrip(",;") + "…"
+    return sentence if sentence[-1] in ".!?…" else f"{sentence}."
 
 
 def validate_bullets(answer: str, source: SourceText, config: MetadataConfig) -> list[str]:
@@ -194,7 +198,9 @@ VALIDATORS: dict[str, Callable[[str, SourceText, MetadataConfig], Any]] = {
     "summary": validate_summary,
     "bullets": validate_bullets,
 }
-STOPS: dict[str, list[str]] = {"title": ["\n"], "summary": ["\n\n\n"], "satisfaction": ["\n"], "bullets": ["\n\n\n"]}
+STOPS: dict[str, list[str]] = {"title": ["\n"], "summary": ["\n\n\n"], "bullets": ["\n\n\n"]}
+REASON_STOPS = [". ", "\n"]
+RETRY_TEMPERATURE = 0.7
 DIGITS = ("1", "2", "3", "4", "5")
 NEGATIONS = {"ne", "n", "pas", "jamais", "sans", "not", "no", "never", "without", "n't"}
 
@@ -247,23 +253,43 @@ class MetadataWriter:
                     instruction = f"{instruction} {getattr(self.prompts, exc.retry)}"
         return None
 
-    def reading(self, context: str) -> Satisfaction:
-        """The model's probabilities for the answers 1..5 to the satisfaction question, in one pass."""
+    def reading_prompt(self, context: str) -> str:
+        """The satisfaction question with its answer begun ("Note : "), where the digit comes next."""
         prompt = self.engine.render(self.prompts.metadata_system, self._user(context, self.prompts.satisfaction))
-        return Satisfaction.of(self.engine.choose(prompt + self.prompts.satisfaction_answer, DIGITS))
+        return prompt + self.prompts.satisfaction_answer
+
+    def reading(self, prompt: str) -> Satisfaction:
+        """The model's probabilities for the answers 1..5 to the satisfaction question, in one pass."""
+        return Satisfaction.of(self.engine.choose(prompt, DIGITS))
+
+    def justification(self, prompt: str, score: int, source: SourceText, result: MetadataResult) -> str | None:
+        """The scored answer continued with its reason ("Note : 4/5, car ..."): the reason is the model's for that
+        score, and nothing but a few tokens is read before it (the question is in the cache). An invalid reason
+        gets one sampled retry (when the first was not already sampled as hot), then null."""
+        settings = self.config.satisfaction
+        answer = f"{prompt}{score}{self.prompts.satisfaction_because}"
+        retry = (RETRY_TEMPERATURE,) if settings.temperature < RETRY_TEMPERATURE else ()
+        for attempt, temperature in enumerate((settings.temperature, *retry)):
+            reason = self.engine.complete(answer, max_tokens=settings.max_tokens, temperature=temperature,
+                                          stop=REASON_STOPS, repeat_penalty=self.config.repeat_penalty).text.strip()
+            try:
+                return validate_justification(reason[:1].upper() + reason[1:], source, score, self.prompts)
+            except Invalid as exc:
+                result.null_reasons["satisfaction.justification"] = str(exc)
+                if attempt == 0:
+                    result.retries += 1
+        return None
 
     def satisfaction(self, context: str, source: SourceText, result: MetadataResult) -> dict[str, Any] | None:
-        """Score read from the probabilities of the five answers, then a justification written for that score."""
-        prompts = self.prompts
+        """Score read from the probabilities of the five answers, then the answer continued with its reason."""
+        prompt = self.reading_prompt(context)
         try:
-            reading = self.reading(context)
+            reading = self.reading(prompt)
         except EngineError as exc:
             result.null_reasons["satisfaction"] = f"the answers could not be scored: {exc}"
             return None
         score = reading.score(self.thresholds)
-        justification = self._answer(
-            "satisfaction", context, prompts.satisfaction_reason.format(score=score),
-            lambda answer: validate_justification(answer, source, score, prompts), result, "satisfaction.justification")
+        justification = self.justification(prompt, score, source, result)
         if justification is not None:
             result.null_reasons.pop("satisfaction.justification", None)
         return {"score": score, "expected": round(reading.expected, 1), "confidence": round(reading.confidence, 3),
@@ -362,20 +388,31 @@ def fit_thresholds(labelled: list[tuple[float, int]]) -> tuple[float, ...]:
     return tuple(cuts)
 
 
-def read_thresholds(state_dir: Path) -> tuple[float, ...] | None:
-    """The thresholds `enrichd calibrate --write` stored for this deployment, if any."""
+def satisfaction_fit(model_sha256: str, enrichment: EnrichmentConfig) -> str:
+    """What thresholds are fitted for: the model and the satisfaction question. Another model, or another
+    question, moves the expectations, and thresholds fitted before would misplace every score."""
+    question = [[p.metadata_system, p.satisfaction, p.satisfaction_answer]
+                for p in (prompt_set(enrichment, language) for language in LANGUAGES)]
+    material = [model_sha256, question, enrichment.metadata.transcript_first]
+    return hashlib.sha256(json.dumps(material).encode()).hexdigest()[:12]
+
+
+def read_thresholds(state_dir: Path, fit: str) -> tuple[float, ...] | None:
+    """The thresholds `enrichd calibrate --write` stored for this deployment, if any, and fitted for `fit`."""
     try:
         data = yaml.safe_load((state_dir / SATISFACTION_FILE).read_text())
         cuts = tuple(float(t) for t in data["thresholds"])
-    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        fitted_for = data.get("fitted_for")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError):
         return None
-    return cuts if len(cuts) == 4 and list(cuts) == sorted(cuts) else None
+    return cuts if len(cuts) == 4 and list(cuts) == sorted(cuts) and fitted_for == fit else None
 
 
-def write_thresholds(state_dir: Path, thresholds: tuple[float, ...], calls: int) -> Path:
+def write_thresholds(state_dir: Path, thresholds: tuple[float, ...], calls: int, fit: str) -> Path:
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / SATISFACTION_FILE
     path.write_text(f"# written by `enrichd calibrate --write` from {calls} labelled calls: a call whose expected "
-                    "satisfaction reaches the k-th threshold scores k + 1\n"
-                    + yaml.safe_dump({"thresholds": list(thresholds)}, sort_keys=False))
+                    "satisfaction reaches the k-th threshold scores k + 1; `fitted_for` names the model and the "
+                    "question they were fitted with (they are ignored with any other)\n"
+                    + yaml.safe_dump({"thresholds": list(thresholds), "fitted_for": fit}, sort_keys=False))
     return path

@@ -29,12 +29,11 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "title": "Donne un titre court, de 3 à 8 mots, qui dit le motif de l'appel. Réponds uniquement par le titre, sans guillemets.",
         "summary": "Résume l'appel en {max_words} mots au plus : qui appelle, pour quoi, ce qui est décidé. Réponds uniquement par le résumé.",
         "satisfaction": (
-            "À la fin de l'appel, quelle note de satisfaction l'appelant donnerait-il, de 1 à 5 ? 1 : problème non "
-            "résolu, plaintes, colère ou détresse. 2 : peu aidé. 3 : neutre. 4 : aidé, rassuré. 5 : problème "
-            "résolu, remerciements. Réponds par un seul chiffre."
+            "À la fin de l'appel, quelle note de satisfaction de 1 à 5 l'appelant donnerait-il ? 1 : non aidé, "
+            "plaintes, colère ou détresse. 3 : neutre. 5 : aidé, rassuré, remerciements."
         ),
         "satisfaction_answer": "Note : ",
-        "satisfaction_reason": "L'appelant donnerait la note {score}/5. En une phrase, dis ce qui dans l'appel explique cette note.",
+        "satisfaction_because": "/5, car",
         "unhappy_words": ("insatisfait, mécontent, frustré, énervé, en colère, colère, déçu, plainte, se plaint, "
                           "non résolu, pas résolu, inquiet, paniqué, détresse, angoissé, agacé"),
         "happy_words": "satisfait, content, ravi, rassuré, remercie, merci, résolu, soulagé, reconnaissant",
@@ -62,12 +61,11 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "title": "Give a short title, 3 to 8 words, saying why the person called. Answer with the title only, without quotes.",
         "summary": "Summarise the call in at most {max_words} words: who calls, about what, what is decided. Answer with the summary only.",
         "satisfaction": (
-            "At the end of the call, what satisfaction score would the caller give, from 1 to 5? 1: problem not "
-            "solved, complaints, anger or distress. 2: little helped. 3: neutral. 4: helped, reassured. 5: problem "
-            "solved, thanks. Answer with one digit."
+            "At the end of the call, what satisfaction score from 1 to 5 would the caller give? 1: not helped, "
+            "complaints, anger or distress. 3: neutral. 5: helped, reassured, thanks."
         ),
         "satisfaction_answer": "Score: ",
-        "satisfaction_reason": "The caller would give {score}/5. In one sentence, say what in the call explains this score.",
+        "satisfaction_because": "/5, because",
         "unhappy_words": ("dissatisfied, unsatisfied, unhappy, frustrated, angry, annoyed, upset, disappointed, complain, "
                           "complains, complaint, unresolved, not solved, worried, distressed, irritated"),
         "happy_words": "satisfied, happy, pleased, delighted, reassured, thanks, thank, grateful, solved, resolved, relieved",
@@ -88,7 +86,7 @@ class Prompts:
     summary: str
     satisfaction: str
     satisfaction_answer: str
-    satisfaction_reason: str
+    satisfaction_because: str
     unhappy_words: str
     happy_words: str
     bullets: str

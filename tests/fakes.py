@@ -81,6 +81,15 @@ class FakeEngine:
         self.stats.add(Completion("", self.count_tokens(prompt), self.count_tokens(prompt), 0, 0.0, "stop"))
         return [{"4": -0.2, "3": -2.0, "5": -2.5}.get(option, -6.0) for option in options]
 
+    def complete(self, prompt: str, *, max_tokens: int, temperature: float, stop: list[str] | None = None,
+                 repeat_penalty: float = 1.0) -> Completion:
+        """The satisfaction answer's reason."""
+        self.before_decode()
+        text = " l'appelant obtient une réponse claire"
+        completion = Completion(text, self.count_tokens(prompt), 1, self.count_tokens(text), 0.0, "stop")
+        self.stats.add(completion)
+        return completion
+
     def chat(self, system: str, user: str, *, max_tokens: int, temperature: float,
              stop: list[str] | None = None, repeat_penalty: float = 1.0, copies_prompt: bool = False) -> Completion:
         self.before_decode()
@@ -95,8 +104,6 @@ class FakeEngine:
             text = "\n".join(f"[{n}] {t}" for n, t in lines)
         elif "titre" in user.lower() or "title" in user.lower():
             text = "Appel au service pour un problème"
-        elif "Note" in user or "Score" in user:
-            text = "Note : 4. Justification : l'appelant obtient une réponse claire."
         elif "points" in user:
             text = "- L'appelant décrit son problème\n- Le service pose des questions\n- Une solution est proposée"
         else:

@@ -64,6 +64,7 @@ def test_bench_report_is_complete(tmp_path):
     assert satisfaction["calls"] == 2 and satisfaction["labels"] == {"happy": 1, "unhappy": 1}
     assert satisfaction["scored"]["null_scores"] == 0 and 0 <= satisfaction["scored"]["auc_expected"] <= 1
     assert satisfaction["previous"]["seconds"] > 0 and len(satisfaction["per_call"]) == 2
+    assert satisfaction["scored"]["evaluated_tokens"] > 0 and satisfaction["previous"]["generated_tokens"] > 0
     assert report["model"]["sha256"] and report["machine"]["llama_cpp_python"] == "0.3.36"
     assert "baseline: dj_2022_msn.srt done" in result.stderr and "enrichd-warm: dj_2023_psy.enriched.json" in result.stderr
 

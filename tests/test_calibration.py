@@ -9,7 +9,7 @@ import pytest
 
 from daemon.calibration import read_labels
 from daemon.errors import ConfigError
-from daemon.metadata import fit_thresholds, read_thresholds, score_of, write_thresholds
+from daemon.metadata import fit_thresholds, read_thresholds, satisfaction_fit, score_of, write_thresholds
 from daemon.tools.satisfaction import auc
 from tests.conftest import ROOT, SIMSAMU, write_config
 from tests.test_end_to_end import short_srt
@@ -24,11 +24,21 @@ def test_thresholds_give_most_calls_their_label_and_never_split_equal_expectatio
     assert score_of(3.49, None) == 3 and score_of(3.5, None) == 4 and score_of(0.2, None) == 1
 
 
-def test_thresholds_are_stored_for_the_daemon_and_a_damaged_file_is_ignored(tmp_path):
-    path = write_thresholds(tmp_path, (1.9, 2.8, 3.5, 4.2), 12)
-    assert read_thresholds(tmp_path) == (1.9, 2.8, 3.5, 4.2) and "12 labelled calls" in path.read_text()
-    path.write_text("thresholds: [4, 3, 2, 1]\n")
-    assert read_thresholds(tmp_path) is None
+def test_thresholds_are_stored_for_their_model_and_question_and_a_damaged_file_is_ignored(tmp_path):
+    from daemon.config import EnrichmentConfig
+
+    enrichment = EnrichmentConfig()
+    fit = satisfaction_fit("a" * 64, enrichment)
+    path = write_thresholds(tmp_path, (1.9, 2.8, 3.5, 4.2), 12, fit)
+    assert read_thresholds(tmp_path, fit) == (1.9, 2.8, 3.5, 4.2) and "12 labelled calls" in path.read_text()
+    assert read_thresholds(tmp_path, satisfaction_fit("b" * 64, enrichment)) is None
+    asked_otherwise = EnrichmentConfig(prompts={"fr.satisfaction": "Note de 1 à 5 ?"})
+    assert read_thresholds(tmp_path, satisfaction_fit("a" * 64, asked_otherwise)) is None
+    assert satisfaction_fit("a" * 64, EnrichmentConfig(prompts={"fr.title": "Un titre."})) == fit
+    path.write_text("thresholds: [1.9, 2.8, 3.5, 4.2]\n")
+    assert read_thresholds(tmp_path, fit) is None, "a file from before fits were recorded"
+    path.write_text(f"thresholds: [4, 3, 2, 1]\nfitted_for: {fit}\n")
+    assert read_thresholds(tmp_path, fit) is None
 
 
 def test_labels_are_read_with_their_files_and_bad_rows_are_named(tmp_path):
@@ -53,6 +63,7 @@ def test_auc_counts_pairs_ordered_right_and_ties_as_half():
 
 def test_enrichd_calibrate_fits_and_the_daemon_uses_the_thresholds(tmp_path):
     from daemon.config import load_config
+    from daemon.model_store import describe_model
     from daemon.pipeline import EnrichContext, prompt_version
 
     corpus = tmp_path / "calls"
@@ -68,8 +79,9 @@ def test_enrichd_calibrate_fits_and_the_daemon_uses_the_thresholds(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "agreement with the labels" in result.stdout and "thresholds written to" in result.stdout
     config = load_config(config_path)
-    cuts = read_thresholds(config.paths.state)
+    model = describe_model(config)
+    cuts = read_thresholds(config.paths.state, satisfaction_fit(model.sha256, config.enrichment))
     assert cuts is not None and len(cuts) == 4
-    context = EnrichContext(config, None, lambda: None)  # type: ignore[arg-type]
+    context = EnrichContext(config, model, lambda: None)  # type: ignore[arg-type]
     assert context.thresholds == cuts and context.prompt_version == prompt_version(config.enrichment, cuts)
     assert context.prompt_version != prompt_version(config.enrichment)

@@ -93,6 +93,8 @@ def test_a_justification_that_says_the_opposite_of_its_score_is_caught(sentence,
 def test_justification_validated_and_trimmed():
     assert validate_justification("Justification : le parent obtient un médecin vite.\nsuite", SOURCE, 4, PROMPTS) == \
         "le parent obtient un médecin vite."
+    assert validate_justification("The caller got a booking, with minor issues (e", SOURCE, 4, PROMPTS) == \
+        "The caller got a booking, with minor issues."
     for bad, score in (("Bien.", 3), ("oui il a de la fièvre depuis hier soir et il vomit", 3),
                        ("Le parent est ravi et remercie.", 1)):
         with pytest.raises(Invalid):
@@ -101,11 +103,11 @@ def test_justification_validated_and_trimmed():
 
 @dataclass
 class FavouringOne:
-    """A scripted engine: the model is sure of 1, and writes a cheerful justification whatever it is asked."""
+    """A scripted engine: the model is sure of 1, and continues the answer cheerfully whatever the score."""
 
     n_ctx: int = 4096
     stats: EngineStats = field(default_factory=EngineStats)
-    asked: list[str] = field(default_factory=list)
+    asked: list[tuple[str, float]] = field(default_factory=list)
 
     def render(self, system: str, user: str) -> str:
         return f"{system}\n\n{user}"
@@ -114,9 +116,9 @@ class FavouringOne:
         assert prompt.endswith(PROMPTS.satisfaction_answer) and tuple(options) == DIGITS
         return [-0.01, -6.0, -7.0, -8.0, -9.0]
 
-    def chat(self, system, user, **kwargs) -> Completion:
-        self.asked.append(user)
-        return Completion("L'appelant est ravi et remercie chaleureusement.", 1, 1, 1, 0.0, "stop")
+    def complete(self, prompt: str, *, temperature: float, **kwargs) -> Completion:
+        self.asked.append((prompt, temperature))
+        return Completion(" l'appelant est ravi et remercie chaleureusement", 1, 1, 1, 0.0, "stop")
 
 
 def test_a_model_sure_of_1_gives_score_1_and_a_cheerful_justification_is_refused():
@@ -125,12 +127,31 @@ def test_a_model_sure_of_1_gives_score_1_and_a_cheerful_justification_is_refused
     value = MetadataWriter(engine, CONFIG, PROMPTS).satisfaction(DIALOGUE, SOURCE, result)
     assert value["score"] == 1 and value["expected"] == 1.0 and value["confidence"] > 0.99
     assert value["justification"] is None and "contradicts the score 1" in result.null_reasons["satisfaction.justification"]
-    assert len(engine.asked) == 2 and "1/5" in engine.asked[0] and PROMPTS.stricter in engine.asked[1]
+    reading = MetadataWriter(engine, CONFIG, PROMPTS).reading_prompt(DIALOGUE)
+    assert [prompt for prompt, _ in engine.asked] == [f"{reading}1{PROMPTS.satisfaction_because}"] * 2
+    assert engine.asked[0][1] == CONFIG.satisfaction.temperature and engine.asked[1][1] > 0 and result.retries == 1
+
+
+@dataclass
+class Reasoned(FavouringOne):
+    """A scripted engine sure of 1 whose reason for it is a clause of the answer begun."""
+
+    def complete(self, prompt: str, **kwargs) -> Completion:
+        return Completion(" personne ne vient et l'appelant reste sans aide", 1, 1, 1, 0.0, "stop")
+
+
+def test_the_justification_is_the_scored_answer_s_reason_made_a_sentence():
+    result = MetadataResult(values={}, null_reasons={})
+    value = MetadataWriter(Reasoned(), CONFIG, PROMPTS).satisfaction(DIALOGUE, SOURCE, result)
+    assert value["justification"] == "Personne ne vient et l'appelant reste sans aide."
+    assert result.retries == 0 and "satisfaction.justification" not in result.null_reasons
 
 
 @dataclass
 class Wordy(FavouringOne):
     """A scripted engine that answers a title of 14 words until it is told to be shorter."""
+
+    asked: list[str] = field(default_factory=list)
 
     def chat(self, system, user, **kwargs) -> Completion:
         self.asked.append(user)
@@ -162,18 +183,23 @@ def test_bullets_filtered_deduplicated_and_bounded():
 
 @dataclass
 class Recording:
-    """Wraps the real engine to keep every completion, to look at what each call evaluated."""
+    """Wraps the real engine to keep every completion, to look at what each call evaluated: chats, and the
+    continuations of an answer begun (the satisfaction reason)."""
 
     engine: LlamaEngine
     calls: list[Completion] = field(default_factory=list)
+    continuations: list[Completion] = field(default_factory=list)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
 
     def chat(self, *args: Any, **kwargs: Any) -> Completion:
-        completion = self.engine.chat(*args, **kwargs)
-        self.calls.append(completion)
-        return completion
+        self.calls.append(self.engine.chat(*args, **kwargs))
+        return self.calls[-1]
+
+    def complete(self, *args: Any, **kwargs: Any) -> Completion:
+        self.continuations.append(self.engine.complete(*args, **kwargs))
+        return self.continuations[-1]
 
 
 def small_engine(n_ctx: int) -> Recording:
@@ -190,6 +216,7 @@ def test_transcript_prefix_is_evaluated_once_across_the_four_tasks():
     first, rest = engine.calls[0], engine.calls[1:]
     transcript_tokens = engine.count_tokens(DIALOGUE)
     assert first.evaluated_tokens > transcript_tokens
+    rest += engine.continuations
     assert rest and all(c.prompt_tokens > transcript_tokens for c in rest)
     assert all(c.evaluated_tokens <= c.prompt_tokens - transcript_tokens for c in rest)
     assert set(result.values) == {"title", "summary", "satisfaction", "bullets"}
@@ -201,7 +228,7 @@ def test_task_before_transcript_reads_the_transcript_again_for_every_task():
     config = MetadataConfig(**{**QUICK.__dict__, "transcript_first": False})
     MetadataWriter(engine, config, PROMPTS).write(DIALOGUE)
     transcript_tokens = engine.count_tokens(DIALOGUE)
-    assert len(engine.calls) >= 4
+    assert len(engine.calls) >= 3
     assert all(c.evaluated_tokens > transcript_tokens for c in engine.calls)
 
 
@@ -214,7 +241,7 @@ def test_transcript_three_times_the_budget_goes_through_map_reduce():
     result = writer.write(dialogue)
     assert result.chunks >= 3
     assert all(c.prompt_tokens <= 1024 for c in engine.calls)
-    assert len(engine.calls) >= result.chunks + 4
+    assert len(engine.calls) >= result.chunks + 3 and engine.continuations
 
 
 def test_instructions_inside_the_transcript_do_not_change_the_task():
@@ -242,6 +269,9 @@ def test_satisfaction_probabilities_with_the_test_model_and_the_cache_left_consi
     value = writer.satisfaction(DIALOGUE, SOURCE, MetadataResult(values={}, null_reasons={}))
     assert sum(value["probabilities"]) == pytest.approx(1.0, abs=0.01) and 1.0 <= value["expected"] <= 5.0
     assert value["score"] in range(1, 6) and value["confidence"] == max(value["probabilities"])
+    reason = engine.continuations[-1]
+    assert reason.prompt_tokens > engine.count_tokens(DIALOGUE) and reason.evaluated_tokens <= engine.count_tokens(
+        f"{PROMPTS.satisfaction_answer}{value['score']}{PROMPTS.satisfaction_because}"), "the reason re-read the question"
     after = engine.chat(PROMPTS.metadata_system, f"<transcription>\n{DIALOGUE}\n</transcription>{task}", **ask)
     assert after.text == before.text
     assert after.evaluated_tokens < after.prompt_tokens - engine.count_tokens(DIALOGUE)

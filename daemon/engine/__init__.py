@@ -1,8 +1,8 @@
 """What correction and metadata need from a model, and how a worker gets one.
 
-Two ways to use a model: `chat` writes (a title, a summary, a rewritten line), `stream` judges (the
-log-likelihood of what is written against candidate spellings, branching off one read of the
-transcript). The worker owns one engine for its whole life: the model is loaded once, and llama.cpp
+Two ways to use a model: `chat` writes (a title, a summary, a rewritten line) and `complete` continues
+an answer begun (the reason after a satisfaction score); `stream` and `choose` judge (the log-likelihood
+of what is written against candidate spellings, branching off one read of the transcript). The worker owns one engine for its whole life: the model is loaded once, and llama.cpp
 keeps the longest common token prefix between calls, which the prompts are ordered to exploit.
 """
 
@@ -111,6 +111,9 @@ class Engine(Protocol):
         self, system: str, user: str, *, max_tokens: int, temperature: float,
         stop: list[str] | None = None, repeat_penalty: float = 1.0, copies_prompt: bool = False,
     ) -> Completion: ...
+
+    def complete(self, prompt: str, *, max_tokens: int, temperature: float, stop: list[str] | None = None,
+                 repeat_penalty: float = 1.0) -> Completion: ...
 
     def count_tokens(self, text: str) -> int: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from daemon.engine import Completion, EngineStats
 from daemon.engine.lookup import lookup_decode
@@ -55,18 +55,31 @@ class LlamaEngine:
         self.stats.add(completion)
         return completion
 
+    def complete(self, prompt: str, *, max_tokens: int, temperature: float, stop: list[str] | None = None,
+                 repeat_penalty: float = 1.0) -> Completion:
+        """The continuation of `prompt`, a rendered chat prompt whose answer is begun."""
+        completion = self._generate(lambda **kwargs: self._runtime.completion(prompt, **kwargs), max_tokens,
+                                    temperature, stop or [], repeat_penalty)
+        self.stats.add(completion)
+        return completion
+
     def _create(self, system: str, user: str, max_tokens: int, temperature: float, stop: list[str],
                 repeat_penalty: float) -> Completion:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        return self._generate(lambda **kwargs: self._runtime.chat_completion(messages, **kwargs), max_tokens,
+                              temperature, stop, repeat_penalty)
+
+    def _generate(self, call: Callable[..., dict[str, Any]], max_tokens: int, temperature: float, stop: list[str],
+                  repeat_penalty: float) -> Completion:
+        """One of llama-cpp-python's completions, with the tokens llama.cpp actually evaluated."""
         evaluated_before = self._runtime.evaluated()
         started = time.perf_counter()
-        result = self._runtime.chat_completion(
-            [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
-            repeat_penalty=repeat_penalty, stop=stop, seed=self.settings.seed,
-        )
+        result = call(max_tokens=max_tokens, temperature=temperature, top_k=1 if temperature == 0 else 40,
+                      repeat_penalty=repeat_penalty, stop=stop, seed=self.settings.seed)
         choice = result["choices"][0]
+        text = choice["message"]["content"] if "message" in choice else choice["text"]
         return Completion(
-            text=choice["message"]["content"] or "",
+            text=text or "",
             prompt_tokens=result["usage"]["prompt_tokens"],
             evaluated_tokens=self._runtime.evaluated() - evaluated_before,
             generated_tokens=result["usage"]["completion_tokens"],

@@ -235,6 +235,13 @@ class Runtime:
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"llama.cpp failed: {exc}") from exc
 
+    def completion(self, prompt: str, **kwargs: Any) -> dict[str, Any]:
+        """A continuation of rendered prompt text (special tokens parsed, as in a chat prompt)."""
+        try:
+            return self._llm.create_completion(self.tokenize(prompt, prompt=True), **kwargs)
+        except (ValueError, RuntimeError) as exc:
+            raise EngineError(f"llama.cpp failed: {exc}") from exc
+
     def generation_rate(self, prompt: str, max_tokens: int) -> float:
         """Tokens per second of greedy generation after `prompt` (for `enrichd bench`'s limits)."""
         self._llm.create_completion(prompt, max_tokens=1)

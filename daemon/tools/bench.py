@@ -13,8 +13,8 @@ Every figure comes from a run of this command; nothing here is estimated. Modes:
   limit              llama.cpp's prompt and generation rates for this model here, and the resulting floor
   recall             not a speed mode: French sound-alike errors injected into the corpus (confusion sets read
                      backwards), and what the configured correction restores, misses and changes in clean text
-  satisfaction       not a speed mode: with --labels, how well the satisfaction score orders labelled calls, and
-                     the previous method on the same calls
+  satisfaction       with --labels, how well the satisfaction score orders labelled calls, and the previous method
+                     on the same calls; both steps timed as the daemon runs them, on a transcript already read
 """
 
 from __future__ import annotations
