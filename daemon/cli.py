@@ -356,7 +356,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from daemon.calibration import read_calls, read_labels
     from daemon.cpus import available_cpus
     from daemon.engine import load_llama
-    from daemon.metadata import fit_thresholds, satisfaction_fit, score_of, write_thresholds
+    from daemon.metadata import fit_thresholds, score_of, write_thresholds
     from daemon.model_store import describe_model
 
     config = _load(args)
@@ -373,8 +373,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"agreement with the labels: {rounded}/{len(calls)} rounded, {calibrated}/{len(calls)} with thresholds "
           f"{', '.join(map(str, cuts))}")
     if args.write:
-        fit = satisfaction_fit(describe_model(config).sha256, config.enrichment)
-        print(f"thresholds written to {write_thresholds(config.paths.state, cuts, len(calls), fit)}")
+        written = write_thresholds(config.paths.state, cuts, len(calls), describe_model(config).sha256, config.enrichment)
+        print(f"thresholds written to {written}")
     return EXIT_OK
 
 

@@ -397,22 +397,26 @@ def satisfaction_fit(model_sha256: str, enrichment: EnrichmentConfig) -> str:
     return hashlib.sha256(json.dumps(material).encode()).hexdigest()[:12]
 
 
-def read_thresholds(state_dir: Path, fit: str) -> tuple[float, ...] | None:
-    """The thresholds `enrichd calibrate --write` stored for this deployment, if any, and fitted for `fit`."""
+def read_thresholds(state_dir: Path, model_sha256: str, enrichment: EnrichmentConfig) -> tuple[float, ...] | None:
+    """The thresholds `enrichd calibrate --write` stored for this deployment, if any, fitted for this model and
+    question."""
     try:
         data = yaml.safe_load((state_dir / SATISFACTION_FILE).read_text())
         cuts = tuple(float(t) for t in data["thresholds"])
         fitted_for = data.get("fitted_for")
     except (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError):
         return None
+    fit = satisfaction_fit(model_sha256, enrichment)
     return cuts if len(cuts) == 4 and list(cuts) == sorted(cuts) and fitted_for == fit else None
 
 
-def write_thresholds(state_dir: Path, thresholds: tuple[float, ...], calls: int, fit: str) -> Path:
+def write_thresholds(state_dir: Path, thresholds: tuple[float, ...], calls: int, model_sha256: str,
+                     enrichment: EnrichmentConfig) -> Path:
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / SATISFACTION_FILE
     path.write_text(f"# written by `enrichd calibrate --write` from {calls} labelled calls: a call whose expected "
                     "satisfaction reaches the k-th threshold scores k + 1; `fitted_for` names the model and the "
                     "question they were fitted with (they are ignored with any other)\n"
-                    + yaml.safe_dump({"thresholds": list(thresholds), "fitted_for": fit}, sort_keys=False))
+                    + yaml.safe_dump({"thresholds": list(thresholds),
+                                      "fitted_for": satisfaction_fit(model_sha256, enrichment)}, sort_keys=False))
     return path

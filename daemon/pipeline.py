@@ -22,7 +22,7 @@ from daemon.correction import STATUSES, Corrector, confusion_sets
 from daemon.engine import Engine, EngineStats
 from daemon.language import detect_language
 from daemon.messages import ProgressReport
-from daemon.metadata import MetadataWriter, read_thresholds, satisfaction_fit
+from daemon.metadata import MetadataWriter, read_thresholds
 from daemon.model_store import ModelInfo
 from daemon.output import SegmentOutcome, build_output
 from daemon.prompts import LANGUAGES, prompt_set
@@ -61,8 +61,7 @@ class EnrichContext:
     thresholds: tuple[float, ...] | None = field(init=False)
 
     def __post_init__(self) -> None:
-        fit = satisfaction_fit(self.model.sha256, self.config.enrichment)
-        self.thresholds = read_thresholds(self.config.paths.state, fit)
+        self.thresholds = read_thresholds(self.config.paths.state, self.model.sha256, self.config.enrichment)
         self.prompt_version = prompt_version(self.config.enrichment, self.thresholds)
 
     def parameters(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from daemon.engine import EngineFactory
 from daemon.errors import EnrichdError, OutputError, PoolUnavailable
 from daemon.logs import setup_logging
 from daemon.messages import Done, ErrorInfo, Event, Failed, Fatal, Job, Lost, Ready
-from daemon.metadata import SATISFACTION_FILE, read_thresholds, satisfaction_fit
+from daemon.metadata import SATISFACTION_FILE, read_thresholds
 from daemon.metrics import METRICS_FILE, Metrics
 from daemon.output import output_names, write_outputs
 from daemon.pipeline import prompt_version
@@ -184,7 +184,7 @@ class Supervisor:
                         plan.count, plan.threads, tuned[1])
         model = self.factory.describe(self.config)
         self.reporter.plan, self.reporter.model = plan, model
-        thresholds = read_thresholds(self.spool.state, satisfaction_fit(model.sha256, self.config.enrichment))
+        thresholds = read_thresholds(self.spool.state, model.sha256, self.config.enrichment)
         if thresholds is None and (self.spool.state / SATISFACTION_FILE).exists():
             logger.warning("{}: satisfaction thresholds ignored (damaged, or fitted for another model or question); "
                            "scores are rounded expectations until `enrichd calibrate --write` is run again",

@@ -28,17 +28,18 @@ def test_thresholds_are_stored_for_their_model_and_question_and_a_damaged_file_i
     from daemon.config import EnrichmentConfig
 
     enrichment = EnrichmentConfig()
-    fit = satisfaction_fit("a" * 64, enrichment)
-    path = write_thresholds(tmp_path, (1.9, 2.8, 3.5, 4.2), 12, fit)
-    assert read_thresholds(tmp_path, fit) == (1.9, 2.8, 3.5, 4.2) and "12 labelled calls" in path.read_text()
-    assert read_thresholds(tmp_path, satisfaction_fit("b" * 64, enrichment)) is None
+    path = write_thresholds(tmp_path, (1.9, 2.8, 3.5, 4.2), 12, "a" * 64, enrichment)
+    assert read_thresholds(tmp_path, "a" * 64, enrichment) == (1.9, 2.8, 3.5, 4.2)
+    assert "12 labelled calls" in path.read_text()
+    assert read_thresholds(tmp_path, "b" * 64, enrichment) is None
     asked_otherwise = EnrichmentConfig(prompts={"fr.satisfaction": "Note de 1 à 5 ?"})
-    assert read_thresholds(tmp_path, satisfaction_fit("a" * 64, asked_otherwise)) is None
-    assert satisfaction_fit("a" * 64, EnrichmentConfig(prompts={"fr.title": "Un titre."})) == fit
+    assert read_thresholds(tmp_path, "a" * 64, asked_otherwise) is None
+    retitled = EnrichmentConfig(prompts={"fr.title": "Un titre."})
+    assert read_thresholds(tmp_path, "a" * 64, retitled) == (1.9, 2.8, 3.5, 4.2)
     path.write_text("thresholds: [1.9, 2.8, 3.5, 4.2]\n")
-    assert read_thresholds(tmp_path, fit) is None, "a file from before fits were recorded"
-    path.write_text(f"thresholds: [4, 3, 2, 1]\nfitted_for: {fit}\n")
-    assert read_thresholds(tmp_path, fit) is None
+    assert read_thresholds(tmp_path, "a" * 64, enrichment) is None, "a file from before fits were recorded"
+    path.write_text(f"thresholds: [4, 3, 2, 1]\nfitted_for: {satisfaction_fit('a' * 64, enrichment)}\n")
+    assert read_thresholds(tmp_path, "a" * 64, enrichment) is None
 
 
 def test_labels_are_read_with_their_files_and_bad_rows_are_named(tmp_path):
@@ -80,7 +81,7 @@ def test_enrichd_calibrate_fits_and_the_daemon_uses_the_thresholds(tmp_path):
     assert "agreement with the labels" in result.stdout and "thresholds written to" in result.stdout
     config = load_config(config_path)
     model = describe_model(config)
-    cuts = read_thresholds(config.paths.state, satisfaction_fit(model.sha256, config.enrichment))
+    cuts = read_thresholds(config.paths.state, model.sha256, config.enrichment)
     assert cuts is not None and len(cuts) == 4
     context = EnrichContext(config, model, lambda: None)  # type: ignore[arg-type]
     assert context.thresholds == cuts and context.prompt_version == prompt_version(config.enrichment, cuts)

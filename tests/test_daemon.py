@@ -344,13 +344,13 @@ def test_files_in_nested_folders_are_taken_when_recursive_and_their_folders_mirr
 
 
 def test_satisfaction_thresholds_are_used_only_for_the_model_and_question_they_were_fitted_with(spool):
-    from daemon.metadata import satisfaction_fit, write_thresholds
+    from daemon.metadata import write_thresholds
     from tests.fakes import describe_fake
 
     path, config = spool({"workers": {"count": 1, "threads": 1}})
     low_cuts = (1.0, 1.5, 2.0, 2.5)  # the fake model expects about 3.9: 5 with these, 4 when rounded
     for name, model_sha256, score in (("fitted.txt", describe_fake(config).sha256, 5), ("other.txt", "f" * 64, 4)):
-        write_thresholds(config.paths.state, low_cuts, 3, satisfaction_fit(model_sha256, config.enrichment))
+        write_thresholds(config.paths.state, low_cuts, 3, model_sha256, config.enrichment)
         drop(config.paths.inbox, name)
         output = config.paths.outbox / name.replace(".txt", ".enriched.json")
         with running_daemon(path):

@@ -2,8 +2,9 @@
 
 Two ways to use a model: `chat` writes (a title, a summary, a rewritten line) and `complete` continues
 an answer begun (the reason after a satisfaction score); `stream` and `choose` judge (the log-likelihood
-of what is written against candidate spellings, branching off one read of the transcript). The worker owns one engine for its whole life: the model is loaded once, and llama.cpp
-keeps the longest common token prefix between calls, which the prompts are ordered to exploit.
+of what is written against candidate spellings, branching off one read of the transcript). The worker
+owns one engine for its whole life: the model is loaded once, and llama.cpp keeps the longest common
+token prefix between calls, which the prompts are ordered to exploit.
 """
 
 from __future__ import annotations

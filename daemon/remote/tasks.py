@@ -29,7 +29,7 @@ from daemon.errors import EnrichdError, TranscriptError
 from daemon.formats import parse_bytes
 from daemon.logs import setup_logging
 from daemon.messages import ErrorInfo, Job, JobSummary
-from daemon.metadata import read_thresholds, satisfaction_fit
+from daemon.metadata import read_thresholds
 from daemon.output import output_names
 from daemon.pipeline import EnrichContext, enrich, prompt_version
 
@@ -101,8 +101,7 @@ def run_job(child: Child, message: dict[str, Any], progress: Callable[[str], Non
     if hashlib.sha256(data).hexdigest() != message["sha256"]:
         return failure(EnrichdError(f"{name}: its bytes do not match their sha256 (damaged in transit)"), False)
     expected = (message["model_identity"], message["prompt_version"])
-    fit = satisfaction_fit(child.context.model.sha256, child.config.enrichment)
-    thresholds = read_thresholds(child.config.paths.state, fit)
+    thresholds = read_thresholds(child.config.paths.state, child.context.model.sha256, child.config.enrichment)
     here = (child.model_identity, prompt_version(child.config.enrichment, thresholds))
     if expected != here:
         return failure(EnrichdError(f"{name}: this worker on {child.host} runs model {short_identity(here[0])} with "
