@@ -60,9 +60,12 @@ def move_aside(path: Path, reason: str) -> None:
 
 
 def open_cache_file(path: Path) -> None:
-    """Make sure `path` is a usable cache database, replacing a corrupt one."""
+    """Make sure `path` is a usable cache database, replacing a corrupt one (not one on a full or read-only disk:
+    sqlite's OperationalError goes up as it is)."""
     try:
         _prepare(path)
+    except sqlite3.OperationalError:
+        raise
     except sqlite3.DatabaseError as exc:
         move_aside(path, str(exc))
         _prepare(path)
@@ -77,8 +80,12 @@ class Cache:
     misses: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
-        open_cache_file(self.path)
-        self._db: SqliteDict | None = self._connect()
+        self._db: SqliteDict | None = None
+        try:
+            open_cache_file(self.path)
+            self._db = self._connect()
+        except (sqlite3.Error, OSError) as exc:  # a full or read-only state folder: results are computed, not cached
+            logger.error("cache {} cannot be opened: {}; this process goes on without a cache", self.path.name, exc)
 
     def _connect(self) -> SqliteDict:
         return SqliteDict(str(self.path), tablename=TABLE, autocommit=True, journal_mode="WAL",

@@ -57,7 +57,7 @@ def read_labels(labels: Path, corpus: Path | None = None) -> list[Labelled]:
 
 def read_call(config: Config, call: Labelled) -> tuple[str, str]:
     """A labelled call's dialogue and language, as the daemon would read them."""
-    transcript = parse(call.path, config.queue.max_bytes)
+    transcript = parse(call.path, config.queue.limits)
     dialogue = transcript.dialogue()
     configured = config.enrichment.language
     return dialogue, detect_language(dialogue[:20_000], transcript.language if configured == "auto" else configured)

@@ -63,7 +63,7 @@ def _parse_or_say(file: str, config: Config) -> Transcript | None:
     from daemon.formats import parse
 
     try:
-        return parse(file, config.queue.max_bytes)
+        return parse(file, config.queue.limits)
     except TranscriptError as exc:
         print(f"error: {exc}", file=sys.stderr)
     except OSError as exc:
@@ -153,7 +153,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, ensure_ascii=False))
         return EXIT_OK if alive else EXIT_FAILED
     t, model, plan = status["throughput"], status.get("model") or {}, status.get("plan") or {}
-    print(f"enrichd pid {status['pid']}: {status['state']}{' (paused)' if status.get('paused') else ''}")
+    paused = f" (paused: {status.get('pause_reason') or 'yes'})" if status.get("paused") else ""
+    print(f"enrichd pid {status['pid']}: {status['state']}{paused}")
     scorer = model.get("scorer")
     scorer_text = f" + scorer {_model_line(scorer)}" if scorer else ""
     print(f"  model {_model_line(model)}{scorer_text}, {plan.get('workers')} worker(s) x {plan.get('threads')} thread(s)")

@@ -37,6 +37,16 @@ class PathsConfig:
     state: Path = Path("var/state")
 
 
+@dataclass(frozen=True)
+class InputLimits:
+    """What one input may hold; past any of these it fails at once with the limit named (never retried)."""
+
+    max_bytes: int = MAX_INPUT_BYTES
+    max_segments: int = 20_000
+    max_segment_chars: int = 20_000
+    max_seconds: float = 86_400.0
+
+
 @dataclass
 class QueueConfig:
     settle_seconds: float = _field(2.0, 0)
@@ -48,7 +58,15 @@ class QueueConfig:
     backoff_seconds: float = _field(5.0, 0)
     extensions: list[str] = _field([".json", ".srt", ".vtt", ".txt"])
     ignore: list[str] = _field([])
-    max_bytes: int = _field(MAX_INPUT_BYTES, 1)
+    max_bytes: int = _field(InputLimits.max_bytes, 1)
+    max_segments: int = _field(InputLimits.max_segments, 1)
+    max_segment_chars: int = _field(InputLimits.max_segment_chars, 1)
+    max_seconds: float = _field(InputLimits.max_seconds, 1)
+    max_depth: int = _field(16, 1, 1000)
+
+    @property
+    def limits(self) -> InputLimits:
+        return InputLimits(self.max_bytes, self.max_segments, self.max_segment_chars, self.max_seconds)
 
 
 @dataclass

@@ -40,6 +40,17 @@ class OutputError(EnrichdError):
     """The enriched output could not be written (disk full, read-only outbox). Transient."""
 
 
+class StorageError(OutputError):
+    """A folder of the daemon's own (outbox, failed/, archive, state) cannot be written: disk full, read-only,
+    over quota, permissions. A fault of the host, not of the file: intake pauses until writing works again,
+    and no file is charged an attempt for it."""
+
+    def __init__(self, folder: object, problem: str):
+        self.folder = str(folder)
+        self.problem = problem
+        super().__init__(f"{folder}: {problem}")
+
+
 class PoolUnavailable(EnrichdError):
     """The pool cannot take a job now (a remote pool's broker is down): the file goes back to the inbox."""
 

@@ -145,10 +145,14 @@ class Done:
 
 @dataclass(frozen=True)
 class Failed:
+    """A job ended badly: `permanent` (the file's content: never retried), or `host_fault` (a folder of the daemon
+    could not be written: the file waits, nothing is counted), or else transient (retried with backoff)."""
+
     worker: int
     job: Job
     error: ErrorInfo
     permanent: bool
+    host_fault: bool = False
 
 
 @dataclass(frozen=True)

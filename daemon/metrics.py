@@ -43,6 +43,9 @@ class Metrics:
                                 registry=registry)
         self.model_load = Gauge("enrichd_model_load_seconds", "How long each worker took to load its model",
                                 ["worker"], registry=registry)
+        self.paused = Gauge("enrichd_paused", "1 while intake is paused, labelled with why: host_fault (a folder of "
+                            "the daemon cannot be written), operator (SIGUSR1 or the pause file)", ["reason"],
+                            registry=registry)
         self.last_output = Gauge("enrichd_last_output_timestamp_seconds", "When the last output was written",
                                  registry=registry)
         Gauge("enrichd_build_info", "Version, model, scorer model (if any) and prompt version of the running daemon",
@@ -85,8 +88,11 @@ class Metrics:
     def record_load(self, worker: int, seconds: float) -> None:
         self.model_load.labels(str(worker)).set(seconds)
 
-    def write(self, slots: list[SlotStatus], inbox: int, processing: int, failed: int) -> None:
+    def write(self, slots: list[SlotStatus], inbox: int, processing: int, failed: int, pause_reason: str | None) -> None:
         """Refresh the gauges and write the file (prometheus_client writes a temp file and renames it)."""
+        host_fault = bool(pause_reason and pause_reason.startswith("host fault"))
+        self.paused.labels("host_fault").set(int(host_fault))
+        self.paused.labels("operator").set(int(pause_reason is not None and not host_fault))
         self.files.labels("inbox").set(inbox)
         self.files.labels("processing").set(processing)
         self.files.labels("failed").set(failed)

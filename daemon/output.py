@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from daemon.correction.outcomes import EMPTY, SKIPPED
-from daemon.errors import OutputError
+from daemon.errors import OutputError, StorageError
+from daemon.fsops import fsync_dir, is_host_fault
+from daemon.names import fitted, shown
 from daemon.schema import schema_errors
 from daemon.transcript import Transcript
 
@@ -94,17 +96,10 @@ def render_markdown(output: dict[str, Any]) -> str:
 
 def output_names(input_name: str) -> tuple[str, str]:
     """Deterministic, so a re-run after a crash overwrites instead of adding a second output; an input in a
-    subfolder of the inbox gets its outputs in the same subfolder of the outbox."""
+    subfolder of the inbox gets its outputs in the same subfolder of the outbox; a stem too long for the
+    file system's name limit is shortened with a hash of it (names.fitted)."""
     name = Path(input_name)
-    return str(name.parent / (name.stem + OUTPUT_SUFFIX)), str(name.parent / (name.stem + MARKDOWN_SUFFIX))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return str(name.parent / fitted(name.stem, OUTPUT_SUFFIX)), str(name.parent / fitted(name.stem, MARKDOWN_SUFFIX))
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -116,11 +111,14 @@ def write_atomic(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise OutputError(f"{path.name}: cannot write to {path.parent}: {exc.strerror or exc}") from exc
+        problem = f"cannot write {shown(path.name)}: {exc.strerror or exc}"
+        if is_host_fault(exc, path.parent):
+            raise StorageError(path.parent, problem) from exc
+        raise OutputError(f"{path.parent}: {problem}") from exc
 
 
 def write_outputs(outbox: Path, input_name: str, output: dict[str, Any], markdown: bool) -> list[Path]:
@@ -129,7 +127,12 @@ def write_outputs(outbox: Path, input_name: str, output: dict[str, Any], markdow
         raise OutputError(f"{input_name}: output does not match the schema: {'; '.join(errors[:5])}")
     json_name, md_name = output_names(input_name)
     written = [outbox / json_name]
-    written[0].parent.mkdir(parents=True, exist_ok=True)
+    try:
+        written[0].parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if is_host_fault(exc, outbox):
+            raise StorageError(outbox, f"cannot make the folder of {json_name}: {exc.strerror}") from exc
+        raise OutputError(f"{outbox}: cannot make the folder of {json_name}: {exc.strerror}") from exc
     if markdown:
         write_atomic(outbox / md_name, render_markdown(output))
         written.append(outbox / md_name)

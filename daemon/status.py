@@ -15,6 +15,7 @@ from loguru import logger
 
 from daemon.cache import cache_counts
 from daemon.cpus import WorkerPlan
+from daemon.errors import OutputError, StorageError
 from daemon.messages import JobSummary, SlotStatus
 from daemon.model_store import ModelInfo
 from daemon.metrics import Metrics
@@ -24,6 +25,7 @@ from daemon.spool import Spool, Verdict
 
 STATUS_FILE = "status.json"
 STATUS_SECONDS = 2.0
+COMPLAIN_SECONDS = 60.0
 
 
 @dataclass
@@ -96,6 +98,15 @@ class Reporter:
     model: ModelInfo | None = None
     last_status: float = 0.0
     last_throughput: float = field(default_factory=time.monotonic)
+    pause_reason: str | None = None
+    complained: dict[str, float] = field(default_factory=dict)
+
+    def _complain(self, what: str, exc: Exception) -> None:
+        """A report that could not be written: one line a minute per kind; the daemon goes on without it."""
+        now = time.monotonic()
+        if now - self.complained.get(what, -COMPLAIN_SECONDS) >= COMPLAIN_SECONDS:
+            self.complained[what] = now
+            logger.error("{} not written: {}; retried, one line a minute while it fails", what, exc)
 
     def record_done(self, summary: JobSummary) -> None:
         self.throughput.record_done(summary)
@@ -122,9 +133,10 @@ class Reporter:
         busy = {str(s.id): s.busy for s in slots}
         return self.throughput.figures(inbox_depth, sum(1 for s in slots if s.job), busy)
 
-    def document(self, state: str, paused: bool, slots: list[SlotStatus], inbox_depth: int) -> dict[str, Any]:
+    def document(self, state: str, slots: list[SlotStatus], inbox_depth: int) -> dict[str, Any]:
         return {
-            "pid": os.getpid(), "state": state, "paused": paused,
+            "pid": os.getpid(), "state": state, "paused": self.pause_reason is not None,
+            "pause_reason": self.pause_reason,
             "started": self.throughput.started, "updated": time.time(),
             "plan": {"workers": self.plan.count, "threads": self.plan.threads} if self.plan else None,
             "model": asdict(self.model) if self.model else None,
@@ -138,12 +150,20 @@ class Reporter:
 
     def short(self, slots: list[SlotStatus], inbox_depth: int) -> str:
         t = self.throughput.total
-        return f"{t.done} done, {t.failed} failed, {inbox_depth} waiting, {sum(1 for s in slots if s.job)} in flight"
+        paused = f"paused ({self.pause_reason}); " if self.pause_reason else ""
+        return (f"{paused}{t.done} done, {t.failed} failed, {inbox_depth} waiting, "
+                f"{sum(1 for s in slots if s.job)} in flight")
 
-    def write(self, state: str, paused: bool, slots: list[SlotStatus], inbox_depth: int) -> None:
-        write_atomic(self.spool.state / STATUS_FILE, json.dumps(self.document(state, paused, slots, inbox_depth),
-                                                                ensure_ascii=False, indent=2) + "\n")
+    def write(self, state: str, slots: list[SlotStatus], inbox_depth: int) -> None:
+        """The status file; a StorageError (state folder full, read-only) goes up: it is the host's fault."""
         self.last_status = time.monotonic()
+        try:
+            write_atomic(self.spool.state / STATUS_FILE, json.dumps(self.document(state, slots, inbox_depth),
+                                                                    ensure_ascii=False, indent=2) + "\n")
+        except StorageError:
+            raise
+        except OutputError as exc:
+            self._complain("status file", exc)
 
     def due(self) -> tuple[bool, bool]:
         """Whether the status file, and the throughput line, are due."""
@@ -165,7 +185,11 @@ class Reporter:
 
     def write_metrics(self, slots: list[SlotStatus], inbox_depth: int) -> None:
         if self.metrics:
-            self.metrics.write(slots, inbox_depth, self.spool.count("processing"), self.spool.count("failed"))
+            try:
+                self.metrics.write(slots, inbox_depth, self.spool.count("processing"), self.spool.count("failed"),
+                                   self.pause_reason)
+            except OSError as exc:
+                self._complain(f"metrics file {self.metrics.file}", exc)
 
 
 def read_status(state_dir: Path) -> tuple[dict[str, Any] | None, bool]:

@@ -3,15 +3,22 @@
 It never touches llama.cpp. Its loop collects what the pool reports, settles finished jobs through the
 file queue (which owns every move of an input), takes new files in, and reports. Shutdown is
 cooperative: stop claiming, let in-flight jobs finish within the drain time, put the rest back.
+
+No single entry can end the loop: each entry's handling (intake, claim, dispatch, settling its outcome)
+runs inside one guard. A StorageError there is a fault of the host (storage.py: intake pauses, nothing is
+charged); anything else is that entry's failure: it goes to failed/ with its record, or, where even that
+is impossible, it is set aside with a note (quarantine.py), and the loop goes on with the others.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import threading
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from loguru import logger
 
@@ -19,16 +26,20 @@ from daemon import cache as result_cache
 from daemon.config import Config
 from daemon.cpus import TUNED_FILE, available_cpus, plan_workers, read_tuned
 from daemon.engine import EngineFactory
-from daemon.errors import EnrichdError, OutputError, PoolUnavailable
+from daemon.errors import EnrichdError, OutputError, PoolUnavailable, StorageError
 from daemon.logs import setup_logging
 from daemon.messages import Done, ErrorInfo, Event, Failed, Fatal, Job, Lost, Ready
 from daemon.metadata import SATISFACTION_FILE, read_thresholds
 from daemon.metrics import METRICS_FILE, Metrics
 from daemon.output import output_names, write_outputs
 from daemon.pipeline import prompt_version
+from daemon.intake import Intake, Settler, entry_problem
+from daemon.names import shown
 from daemon.pool import LocalPool, Pool
-from daemon.spool import FileQueue, Intake, Settler, Spool, entry_problem
+from daemon.quarantine import QUARANTINE_DIR, Quarantine
+from daemon.spool import FileQueue, Spool
 from daemon.status import Reporter
+from daemon.storage import StorageWatch
 from daemon.watcher import InboxWatcher
 
 TICK_SECONDS = 0.2
@@ -43,6 +54,8 @@ class Supervisor:
         self.intake = Intake.from_config(config)
         self.settler = Settler(config.queue.settle_seconds)
         self.reporter = Reporter(self.spool, config.logging.throughput_seconds)
+        self.storage = StorageWatch({name: path for name, path in self.spool.directories().items() if name != "inbox"})
+        self.quarantine = Quarantine(self.spool.inbox, self.spool.state / QUARANTINE_DIR)
         self.candidates: set[str] = set()
         self.folders: set[str] = set()
         self.stopping = False
@@ -72,11 +85,77 @@ class Supervisor:
         signal.signal(signal.SIGUSR1, self._on_usr1)
 
     @property
-    def paused(self) -> bool:
-        return self.signal_paused or (self.spool.state / PAUSE_FILE).exists()
+    def pause_reason(self) -> str | None:
+        """Why intake is paused, or None: a host fault, SIGUSR1, or the pause file."""
+        if self.storage.fault is not None:
+            return f"host fault: {self.storage.fault}"
+        if self.signal_paused:
+            return "SIGUSR1"
+        if (self.spool.state / PAUSE_FILE).exists():
+            return f"{self.spool.state / PAUSE_FILE} exists"
+        return None
+
+    def _release_leftovers(self, keep: frozenset[str] = frozenset()) -> None:
+        """Files in processing/ that no job holds go back to the inbox (after a crash, after a host fault)."""
+        for name in self.file_queue.leftovers(keep):
+            with self._entry(name, "putting back"):
+                self.file_queue.release(name)
+                logger.warning("{} was left in processing/ (unclean stop or host fault); back in the inbox",
+                               shown(name))
+
+    # ----- the guard around each entry -------------------------------------------------------------
+    @contextmanager
+    def _entry(self, name: str, step: str) -> Iterator[None]:
+        """One entry's handling: what goes wrong in it is that entry's problem (or the host's), never the loop's."""
+        try:
+            yield
+        except StorageError as exc:
+            self.storage.report(str(exc))
+        except PoolUnavailable:
+            raise
+        except Exception as exc:  # the loop outlives any one entry, whatever it raised
+            self._set_aside(name, step, exc)
+
+    def _set_aside(self, name: str, step: str, exc: Exception) -> None:
+        """An entry whose handling raised: to failed/ with the error as its record, or held with a note."""
+        self.candidates.discard(name)
+        self.settler.forget(name)
+        problem = f"{type(exc).__name__}: {exc}"
+        logger.error("{} {}: {}; the file goes to failed/", step, shown(name), shown(problem))
+        in_processing = os.path.lexists(self.spool.processing / name)
+        try:
+            if in_processing or os.path.lexists(self.spool.inbox / name):
+                verdict = self.file_queue.fail(name, {"error_type": type(exc).__name__, "message": f"{step}: {problem}",
+                                                      "permanent": True}, from_inbox=not in_processing)
+                self.reporter.record_verdict(verdict, type(exc).__name__)
+            return
+        except StorageError as fault:
+            self.storage.report(str(fault))
+            return
+        except Exception as again:  # not even failed/ could take it: a note, and the entry is left alone
+            problem = f"{problem}; then moving it to failed/: {type(again).__name__}: {again}"
+        self.quarantine.hold(name, step, problem)
 
     # ----- outcomes ------------------------------------------------------------------------------
     def _settle(self, item: Event | Lost) -> None:
+        job = getattr(item, "job", None)
+        if job is None:
+            self._note_worker(item)
+            return
+        with self._entry(job.name, "settling the outcome of"):
+            self._settle_job(item)
+
+    def _note_worker(self, item: Event | Lost) -> None:
+        """Events about a worker rather than a file."""
+        if isinstance(item, Lost):
+            self.reporter.record_restart()
+        elif isinstance(item, Ready):
+            self.reporter.record_load(item.worker, item.load_seconds)
+        elif isinstance(item, Fatal):
+            self.fatal = f"worker {item.worker} could not start: {item.error.message}"
+            logger.error(self.fatal)
+
+    def _settle_job(self, item: Event | Lost) -> None:
         reporter = self.reporter
         if isinstance(item, Done):
             if item.document is not None and not self._write(item):
@@ -86,27 +165,30 @@ class Supervisor:
             s, t = item.summary, item.summary.timings
             where = f" on {s.host} (pid {s.pid})" if s.host else ""
             logger.info("done {}{}: {} segments {}, {} model calls, {} generated tokens, cache {}, dispatch {:.2f}s "
-                        "parse {:.2f}s correction {:.2f}s metadata {:.2f}s total {:.2f}s -> {}", item.job.name, where,
+                        "parse {:.2f}s correction {:.2f}s metadata {:.2f}s total {:.2f}s -> {}", shown(item.job.name),
+                        where,
                         s.segments, s.corrections, s.tokens.calls, s.tokens.generated_tokens, s.cache_result,
                         t.get("dispatch", 0), t.get("parse", 0),
-                        t.get("correction", 0), t.get("metadata", 0), t.get("total", 0), ", ".join(s.outputs))
+                        t.get("correction", 0), t.get("metadata", 0), t.get("total", 0),
+                        ", ".join(map(shown, s.outputs)))
         elif isinstance(item, Failed):
-            reporter.record_verdict(self.file_queue.settle(item.job, item.error, item.permanent), item.error.type)
+            if item.host_fault:
+                self.storage.report(item.error.message)
+            verdict = self.file_queue.settle(item.job, item.error, item.permanent, item.host_fault)
+            reporter.record_verdict(verdict, item.error.type)
         elif isinstance(item, Lost):
             reporter.record_restart()
-            if item.job is not None:
-                error = ErrorInfo("WorkerDied", item.reason, None, item.pid)
-                reporter.record_verdict(self.file_queue.settle(item.job, error), error.type)
-        elif isinstance(item, Ready):
-            reporter.record_load(item.worker, item.load_seconds)
-        elif isinstance(item, Fatal):
-            self.fatal = f"worker {item.worker} could not start: {item.error.message}"
-            logger.error(self.fatal)
+            error = ErrorInfo("WorkerDied", item.reason, None, item.pid)
+            reporter.record_verdict(self.file_queue.settle(item.job, error), error.type)
 
     def _write(self, done: Done) -> bool:
         """A remote worker's document into the outbox (this process is the only one writing it there)."""
         try:
             write_outputs(self.spool.outbox, done.job.name, done.document or {}, self.config.output.markdown)
+        except StorageError as exc:
+            self.storage.report(str(exc))
+            self.file_queue.settle(done.job, ErrorInfo.of(exc), host_fault=True)
+            return False
         except OutputError as exc:
             self.reporter.record_verdict(self.file_queue.settle(done.job, ErrorInfo.of(exc)), type(exc).__name__)
             return False
@@ -114,27 +196,39 @@ class Supervisor:
 
     # ----- intake --------------------------------------------------------------------------------
     def _ready_names(self) -> list[str]:
-        """Candidates that are plain, settled, wanted and due; hostile entries go straight to failed/."""
+        """Candidates that are plain, settled, wanted and due."""
         now_wall, now = time.time(), time.monotonic()
         ready = []
         for name in sorted(self.candidates):
-            path = self.spool.inbox / name
-            if self.intake.ignored(name) or not os.path.lexists(path):
-                self.candidates.discard(name)
-                self.settler.forget(name)
-            elif path.is_dir() and not path.is_symlink():
-                self.candidates.discard(name)
-                if name not in self.folders:
-                    self.folders.add(name)
-                    logger.warning("inbox folder {} left alone: queue.recursive is off", name)
-            elif problem := entry_problem(path):
-                self.candidates.discard(name)
-                self.reporter.record_verdict(self.file_queue.reject(name, problem), "UnsafeEntry")
-            elif not self.intake.wanted(name):
-                self.candidates.discard(name)
-            elif self.settler.ready(path, now) and self.file_queue.ledger.not_before(name) <= now_wall:
-                ready.append(name)
+            with self._entry(name, "taking in"):
+                if self._take_in(name, now, now_wall):
+                    ready.append(name)
         return ready
+
+    def _take_in(self, name: str, now: float, now_wall: float) -> bool:
+        """Whether a candidate is ready to claim. Hostile entries go straight to failed/; a folder is walked (with
+        queue.recursive) or left alone; what is ignored, gone or set aside is dropped."""
+        path = self.spool.inbox / name
+        if self.intake.ignored(name) or not os.path.lexists(path) or self.quarantine.holds(name):
+            self.candidates.discard(name)
+            self.settler.forget(name)
+            return False
+        if path.is_dir() and not path.is_symlink():
+            self.candidates.discard(name)
+            if self.intake.recursive:
+                self.candidates |= self.intake.walk(self.spool.inbox, name)
+            elif name not in self.folders:
+                self.folders.add(name)
+                logger.warning("inbox folder {} left alone: queue.recursive is off", shown(name))
+            return False
+        if problem := entry_problem(path):
+            self.candidates.discard(name)
+            self.reporter.record_verdict(self.file_queue.reject(name, problem), "UnsafeEntry")
+            return False
+        if not self.intake.wanted(name):
+            self.candidates.discard(name)
+            return False
+        return self.settler.ready(name, path, now) and self.file_queue.ledger.not_before(name) <= now_wall
 
     def _dispatch(self) -> None:
         """One claimed file per idle slot; two inputs sharing an output name are never in flight together."""
@@ -143,30 +237,47 @@ class Supervisor:
             return
         busy_outputs = {output_names(job.name)[0] for job in self.pool.in_flight()}
         for name in self._ready_names():
-            if not idle:
+            if not idle or self.storage.fault is not None:
                 break
             if output_names(name)[0] in busy_outputs:
                 continue
-            self.candidates.discard(name)
-            if self.file_queue.claim(name) is None:
-                continue
-            self.settler.forget(name)
-            job = Job(name, self.file_queue.ledger.attempts(name) + 1, time.time())
-            slot = idle.pop(0)
             try:
-                self.pool.submit(slot, job)
+                with self._entry(name, "claiming"):
+                    if self._claim_and_submit(name, idle[0]):
+                        idle.pop(0)
+                        busy_outputs.add(output_names(name)[0])
             except PoolUnavailable:
-                self.file_queue.release(name)
                 return
-            busy_outputs.add(output_names(name)[0])
-            logger.info("claimed {} -> worker {} (attempt {})", name, slot, job.attempt)
+
+    def _claim_and_submit(self, name: str, slot: int) -> bool:
+        """Claim the file and hand it to `slot`; False when it was no longer there to claim. When the pool cannot
+        take it (PoolUnavailable), the file goes back to the inbox and the error goes up."""
+        self.candidates.discard(name)
+        if self.file_queue.claim(name) is None:
+            return False
+        self.settler.forget(name)
+        job = Job(name, self.file_queue.ledger.attempts(name) + 1, time.time())
+        try:
+            self.pool.submit(slot, job)
+        except PoolUnavailable:
+            self.file_queue.release(name)
+            raise
+        logger.info("claimed {} -> worker {} (attempt {})", shown(name), slot, job.attempt)
+        return True
 
     def _report(self, state: str) -> None:
+        reason = self.pause_reason
+        if reason != self.reporter.pause_reason:
+            self.reporter.pause_reason = reason
+            self.reporter.notifier.status(self.reporter.short(self.pool.slots(), self.intake.depth(self.spool.inbox)))
         status_due, throughput_due = self.reporter.due()
         if status_due or throughput_due:
             slots, depth = self.pool.slots(), self.intake.depth(self.spool.inbox)
             if status_due:
-                self.reporter.write(state, self.paused, slots, depth)
+                try:
+                    self.reporter.write(state, slots, depth)
+                except StorageError as exc:  # the state folder is full or read-only: the host's fault
+                    self.storage.report(str(exc))
             if throughput_due:
                 self.reporter.log_throughput(slots, depth)
                 self.pool.new_window()
@@ -195,11 +306,15 @@ class Supervisor:
             if self.config.metrics.listen:
                 self.reporter.metrics.serve(self.config.metrics.listen)
         self.file_queue = FileQueue.open(self.spool, self.config.queue)
-        for name in self.file_queue.recover():
-            logger.warning("recovered {} from processing/ after an unclean stop; back in the inbox", name)
+        self._release_leftovers()
+        self.file_queue.drop_partial_outputs()
+        self.quarantine.load()
         if self.config.cache.enabled:
-            result_cache.open_cache_file(result_cache.cache_path(self.config))
-        self.candidates |= self.intake.scan(self.spool.inbox)
+            try:
+                result_cache.open_cache_file(result_cache.cache_path(self.config))
+            except (sqlite3.Error, OSError) as exc:  # each worker tries again, and goes on without it if it must
+                logger.error("cache {} cannot be prepared: {}", result_cache.cache_path(self.config), exc)
+        self.candidates |= self.intake.walk(self.spool.inbox)
         if self.config.workers.backend == "celery":
             from daemon.remote.pool import CeleryPool
 
@@ -234,12 +349,15 @@ class Supervisor:
                     logger.info("log files reopened")
                 self.candidates |= watcher.drain()
                 if time.monotonic() - last_scan >= self.config.queue.rescan_seconds:
-                    self.candidates |= self.intake.scan(self.spool.inbox)
+                    self.candidates |= self.intake.walk(self.spool.inbox)
                     last_scan = time.monotonic()
-                if not self.paused:
+                if self.storage.recovered():
+                    self._release_leftovers(frozenset(job.name for job in self.pool.in_flight()))
+                paused = self.pause_reason is not None
+                if not paused:
                     self._dispatch()
-                self.pool.share_idle(waiting=bool(self.candidates) and not self.paused)
-                self._report("paused" if self.paused else "running")
+                self.pool.share_idle(waiting=bool(self.candidates) and not paused)
+                self._report("paused" if paused else "running")
                 notifier.watchdog(watcher.healthy() and self.pool.healthy())
         finally:
             watcher.stop()
@@ -259,16 +377,20 @@ class Supervisor:
         deadline = time.monotonic() + drain
         while self.pool.in_flight() and time.monotonic() < deadline and not self.immediate:
             for item in self.pool.collect(TICK_SECONDS):
-                if isinstance(item, Lost):
-                    if item.job is not None:
+                if isinstance(item, Lost) and item.job is not None:
+                    with self._entry(item.job.name, "putting back"):
                         self.file_queue.release(item.job.name)
-                else:
+                elif not isinstance(item, Lost):
                     self._settle(item)
         for job in self.pool.stop():
-            self.file_queue.release(job.name)
-            logger.warning("stopping: {} unfinished, back in the inbox", job.name)
+            with self._entry(job.name, "putting back"):
+                self.file_queue.release(job.name)
+                logger.warning("stopping: {} unfinished, back in the inbox", shown(job.name))
         slots, depth = self.pool.slots(), self.intake.depth(self.spool.inbox)
-        self.reporter.write("stopped", self.paused, slots, depth)
+        try:
+            self.reporter.write("stopped", slots, depth)
+        except StorageError as exc:
+            logger.error("status file not written at stop: {}", exc)
         self.reporter.write_metrics(slots, depth)
         self.file_queue.ledger.close()
         logger.info("stopped: {}", self.reporter.short(self.pool.slots(), self.intake.depth(self.spool.inbox)))

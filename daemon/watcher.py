@@ -1,12 +1,15 @@
 """Inbox discovery: watchdog events while running, with a restartable observer.
 
 Events get lost (network filesystems, inotify overflow), so the supervisor also rescans the inbox
-periodically; this module only makes events arrive sooner and reports an observer that died.
+periodically; this module only makes events arrive sooner and reports an observer that died. An observer
+that cannot watch the inbox at all (a folder tree too deep for watchdog's walk, no inotify watches left)
+leaves the daemon on its rescans, with one line a minute saying so, and is tried again as long as it fails.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 from loguru import logger
@@ -14,6 +17,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
+
+RETRY_SECONDS = 60.0
 
 
 class _Collector(FileSystemEventHandler):
@@ -43,21 +48,38 @@ class InboxWatcher:
         self._lock = threading.Lock()
         self._observer: BaseObserver | None = None
         self.restarts = 0
+        self.failing: str | None = None
+        self.last_try = 0.0
 
     def start(self) -> None:
+        """Start observing; an observer that cannot start leaves the inbox to the rescans until the next try."""
+        self.last_try = time.monotonic()
         observer = PollingObserver(timeout=self.poll_seconds) if self.polling else Observer()
-        observer.schedule(_Collector(self._names, self._lock, self.inbox, self.recursive), str(self.inbox),
-                          recursive=self.recursive)
-        observer.daemon = True
-        observer.start()
-        self._observer = observer
+        try:
+            observer.schedule(_Collector(self._names, self._lock, self.inbox, self.recursive), str(self.inbox),
+                              recursive=self.recursive)
+            observer.daemon = True
+            observer.start()
+        except Exception as exc:  # watchdog's own walk and inotify raise what they meet (RecursionError, OSError)
+            with_reason = f"{type(exc).__name__}: {exc}"[:200]
+            logger.error("inbox watcher for {} cannot run ({}); files are found by the rescan every "
+                         "queue.rescan_seconds; tried again in {:.0f} s", self.inbox, with_reason, RETRY_SECONDS)
+            self.failing, self._observer = with_reason, None
+            return
+        if self.failing is not None:
+            logger.info("inbox watcher for {} running again", self.inbox)
+        self.failing, self._observer = None, observer
 
     def healthy(self) -> bool:
-        return self._observer is not None and self._observer.is_alive()
+        """Running, or failing with its reason logged and the rescan standing in."""
+        return self.failing is not None or (self._observer is not None and self._observer.is_alive())
 
     def ensure_running(self) -> None:
         """Restart an observer thread that died; an unwatched inbox must never go unnoticed."""
-        if self._observer is not None and not self._observer.is_alive():
+        if self.failing is not None:
+            if time.monotonic() - self.last_try >= RETRY_SECONDS:
+                self.start()
+        elif self._observer is not None and not self._observer.is_alive():
             self.restarts += 1
             logger.error("inbox watcher for {} stopped; restarting it (restart #{})", self.inbox, self.restarts)
             self.start()

@@ -24,12 +24,13 @@ from loguru import logger
 from daemon.cache import Cache, cache_path
 from daemon.config import Config
 from daemon.engine import Engine, EngineFactory
-from daemon.errors import TranscriptError
+from daemon.errors import StorageError, TranscriptError
 from daemon.formats import parse
 from daemon.lending import Lending, Loans
 from daemon.logs import setup_logging
 from daemon.messages import Done, ErrorInfo, Failed, Fatal, Heartbeat, Job, JobSummary, Progress, Ready, throttled
 from daemon.model_store import ModelInfo
+from daemon.names import shown
 from daemon.output import write_outputs
 from daemon.pipeline import EnrichContext, enrich
 
@@ -57,13 +58,16 @@ def run_job(job: Job, spec: WorkerSpec, context: EnrichContext, events: Queue) -
     dispatch = job.dispatch_seconds()
     try:
         started = time.perf_counter()
-        transcript = parse(config.paths.processing / job.name, config.queue.max_bytes, job.name)
+        transcript = parse(config.paths.processing / job.name, config.queue.limits, shown(job.name))
         output = enrich(transcript, context, time.perf_counter() - started, progress, dispatch)
         writing = time.perf_counter()
         written = write_outputs(config.paths.outbox, job.name, output, config.output.markdown)
         write_seconds = time.perf_counter() - writing
     except TranscriptError as exc:
         events.put(Failed(spec.id, job, ErrorInfo.of(exc), permanent=True))
+        return
+    except StorageError as exc:
+        events.put(Failed(spec.id, job, ErrorInfo.of(exc), permanent=False, host_fault=True))
         return
     except Exception as exc:  # anything else is this job's transient failure, not the worker's end
         events.put(Failed(spec.id, job, ErrorInfo.of(exc), permanent=False))

@@ -131,17 +131,38 @@ def test_a_worker_child_killed_mid_job_has_its_job_redelivered_and_done_once(spo
     assert daemon_log(path).count("done slow.txt") == 1
 
 
-def test_a_whole_worker_lost_mid_job_is_replaced_and_the_job_done_once(spool, redis):
-    path, config = spool(celery_config(redis))
+def test_a_whole_worker_lost_mid_job_is_noticed_without_the_visibility_timeout_and_every_job_done_once(spool, redis):
+    """The default visibility timeout (2 h): the lost jobs must come back because the supervisor notices the worker
+    is gone, not because Redis redelivers them."""
+    path, config = spool(celery_config(redis, celery={"visibility_timeout_seconds": 7200},
+                                       queue={"backoff_seconds": 0.2}))
+    names = [f"call-{i}.txt" for i in range(6)]
     with running_daemon(path):
         with celery_worker(path) as first:
-            drop(config.paths.inbox, "slow.txt", marker="SLOW-JOB")
-            child_on(config, "slow.txt")
+            for name in names:
+                drop(config.paths.inbox, name, marker="SLOW-JOB")
+            child_on(config, names[0])
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
         with celery_worker(path, log="second.log"):
-            wait_for(lambda: (config.paths.outbox / "slow.enriched.json").exists(), 120, what="output from the new worker")
-    assert outputs(config.paths.outbox) == ["slow.enriched.json"]
+            wait_for(lambda: len(outputs(config.paths.outbox)) == 6 and not any(config.paths.processing.iterdir()), 180,
+                     what="six outputs from the new worker")
+    log = daemon_log(path)
+    assert outputs(config.paths.outbox) == [n.replace(".txt", ".enriched.json") for n in names]
+    assert "is run by no living worker" in log and not any(config.paths.failed.iterdir())
+    assert all(log.count(f"done {name}") == 1 for name in names)
+
+
+def test_a_job_whose_child_dies_at_every_delivery_fails_after_max_attempts_and_the_rest_goes_on(spool, redis):
+    path, config = spool(celery_config(redis, queue={"max_attempts": 2, "backoff_seconds": 0.2}))
+    with celery_worker(path), running_daemon(path) as daemon:
+        drop(config.paths.inbox, "poison.txt", marker="CRASH-WORKER")
+        drop(config.paths.inbox, "fine.txt")
+        wait_for(lambda: (config.paths.failed / "poison.txt.error.json").exists(), 180, what="the poison file failed")
+        wait_for(lambda: (config.paths.outbox / "fine.enriched.json").exists(), 60, what="the good file")
+        assert daemon.poll() is None
+    error = json.loads((config.paths.failed / "poison.txt.error.json").read_text())
+    assert error["error_type"] == "WorkerDied" and error["attempts"] == 2
 
 
 def test_a_supervisor_killed_with_jobs_in_flight_loses_and_repeats_nothing(spool, redis):
@@ -207,3 +228,32 @@ def test_the_real_enrichd_worker_with_the_real_test_model_enriches_a_call(spool,
     assert (config.paths.outbox / "reveil.enriched.md").read_text().startswith("# ")
     assert (config.paths.archive / source.name).read_bytes() == source.read_bytes()
     assert "loaded in" in (path.parent / "worker.log").read_text(errors="replace")
+
+
+def test_a_forged_result_of_the_wrong_shape_fails_that_attempt_only_and_the_file_is_enriched_after(spool, redis):
+    """Results stored under the task ids the supervisor will use, before it publishes: one is not a document at
+    all, one lacks its summary. Each is that file's failed attempt; the retry runs on the real worker."""
+    import hashlib
+
+    from daemon.pipeline import prompt_version
+    from daemon.remote.app import job_id, make_app, task_id
+    from tests.fakes import describe_fake
+
+    path, config = spool(celery_config(redis, queue={"backoff_seconds": 0.2}))
+    app = make_app(config)
+    identity, version = describe_fake(config).identity, prompt_version(config.enrichment, None)
+    forged = {"call-a.txt": "not a result", "call-b.txt": {"status": "done", "document": {}}}
+    for name, payload in forged.items():
+        digest = hashlib.sha256(TRANSCRIPT.format(marker="").encode()).hexdigest()
+        app.backend.store_result(task_id(job_id(name, digest, identity, version), 1), payload, "SUCCESS")
+    with celery_worker(path), running_daemon(path) as daemon:
+        for name in (*forged, "call-c.txt"):
+            drop(config.paths.inbox, name)
+        wait_for(lambda: len(outputs(config.paths.outbox)) == 3 and not any(config.paths.processing.iterdir()), 120,
+                 what="three outputs")
+        assert daemon.poll() is None
+    log = daemon_log(path)
+    assert log.count("MalformedResult") == 2 and "retry call-a.txt" in log and "retry call-b.txt" in log
+    assert not any(config.paths.failed.iterdir())
+    for name in (*forged, "call-c.txt"):
+        assert log.count(f"done {name}") == 1

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.config import InputLimits
 from daemon.errors import TranscriptError
 from daemon.formats import parse
 from daemon.output import build_output
@@ -166,7 +167,7 @@ def test_bad_input_raises_one_clear_error_and_leaves_the_file_alone(tmp_path, na
 def test_size_limit(tmp_path):
     path = write(tmp_path, "big.txt", "a b c\n" * 100)
     with pytest.raises(TranscriptError, match="over the 100-byte limit"):
-        parse(path, max_bytes=100)
+        parse(path, InputLimits(max_bytes=100))
 
 
 def test_parse_cli(tmp_path):
@@ -182,7 +183,7 @@ def test_parse_cli(tmp_path):
 
 def test_a_read_error_is_not_a_transcript_error_so_it_is_retried(tmp_path, monkeypatch):
     import errno
-    from pathlib import Path
+    import os
 
     from daemon.errors import TranscriptError
     from daemon.formats import parse
@@ -190,10 +191,11 @@ def test_a_read_error_is_not_a_transcript_error_so_it_is_retried(tmp_path, monke
     path = tmp_path / "call.srt"
     path.write_text("1\n00:00:01,000 --> 00:00:02,000\nbonjour\n")
 
-    def unreadable(self):
+    def unreadable(fd, size):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(Path, "read_bytes", unreadable)
-    with pytest.raises(OSError) as caught:
-        parse(path)
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "read", unreadable)
+        with pytest.raises(OSError) as caught:
+            parse(path)
     assert not isinstance(caught.value, TranscriptError) and caught.value.errno == errno.EIO

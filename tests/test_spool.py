@@ -9,7 +9,9 @@ from pathlib import Path
 
 from daemon.config import QueueConfig
 from daemon.messages import ErrorInfo, Job
-from daemon.spool import FileQueue, Ledger, Settler, Spool, backoff_seconds
+from daemon.intake import Settler
+from daemon.ledger import Ledger
+from daemon.spool import FileQueue, Spool, backoff_seconds
 
 
 def spool_in(tmp_path: Path) -> Spool:
@@ -26,15 +28,15 @@ def test_a_file_is_ready_once_size_and_mtime_hold_for_the_settle_time(tmp_path):
     path = tmp_path / "call.txt"
     path.write_text("a")
     settler = Settler(2.0)
-    assert not settler.ready(path, 100.0)
-    assert not settler.ready(path, 101.0)
+    assert not settler.ready("call.txt", path, 100.0)
+    assert not settler.ready("call.txt", path, 101.0)
     path.write_text("ab")
-    assert not settler.ready(path, 101.5)
-    assert not settler.ready(path, 103.0)
-    assert settler.ready(path, 103.6)
-    assert Settler(0.0).ready(path, 0.0)
+    assert not settler.ready("call.txt", path, 101.5)
+    assert not settler.ready("call.txt", path, 103.0)
+    assert settler.ready("call.txt", path, 103.6)
+    assert Settler(0.0).ready("call.txt", path, 0.0)
     path.unlink()
-    assert not settler.ready(path, 200.0) and "call.txt" not in settler.seen
+    assert not settler.ready("call.txt", path, 200.0) and "call.txt" not in settler.seen
 
 
 def test_the_ledger_counts_attempts_and_keeps_them_across_connections(tmp_path):

@@ -13,12 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from daemon.config import MAX_INPUT_BYTES
+from daemon.config import InputLimits
 from daemon.errors import TranscriptError
 from daemon.formats import aws, rev, srt, text, vtt, whisper, whisper_cpp
 from daemon.formats.common import ParsedSegments
 from daemon.formats.decoding import decode_text
-from daemon.transcript import Transcript
+from daemon.formats.reading import read_input
+from daemon.names import shown
+from daemon.transcript import Segment, Transcript
 
 JsonReader = Callable[[Any, str], ParsedSegments]
 TextReader = Callable[[str, str], ParsedSegments]
@@ -64,23 +66,52 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds, 3)
 
 
-def parse_bytes(data: bytes, name: str, max_bytes: int = MAX_INPUT_BYTES) -> Transcript:
-    if len(data) > max_bytes:
-        raise TranscriptError(name, None, f"file is {len(data):,} bytes, over the {max_bytes:,}-byte limit")
+def _read_segments(body: str, name: str, extension: str) -> tuple[str, ParsedSegments]:
+    """The format and its segments. Content that breaks a reader in a way it did not foresee (JSON nested
+    thousands deep, a number with hundreds of digits) is a problem of this file, named, never a retry."""
+    fmt = "json" if body.lstrip()[:1] in ("{", "[") or extension == ".json" else _detect_text_format(body, extension)
+    try:
+        return _parse_json(body, name) if fmt == "json" else (fmt, TEXT_FORMATS[fmt](body, name))
+    except RecursionError as exc:
+        raise TranscriptError(name, fmt, "nested too deeply to be a transcript") from exc
+    except (OverflowError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise TranscriptError(name, fmt, f"cannot be read ({type(exc).__name__}: a value out of range or of the "
+                              "wrong kind)") from exc
+
+
+def check_limits(segments: list[Segment], name: str, fmt: str, limits: InputLimits) -> None:
+    """Counts and times a call can have. A time that is negative, past `max_seconds` or ends before it starts is
+    an error; segments out of order are kept as they come (overlapping speakers, per-speaker exports)."""
+    if len(segments) > limits.max_segments:
+        raise TranscriptError(name, fmt, f"{len(segments):,} segments, over the {limits.max_segments:,}-segment "
+                              "limit (queue.max_segments)")
+    for s in segments:
+        if len(s.text) > limits.max_segment_chars:
+            raise TranscriptError(name, fmt, f"segment {s.index} has {len(s.text):,} characters, over the "
+                                  f"{limits.max_segment_chars:,}-character limit (queue.max_segment_chars)")
+        for what, value in (("start", s.start), ("end", s.end)):
+            if value is not None and not 0 <= value <= limits.max_seconds:
+                raise TranscriptError(name, fmt, f"segment {s.index}: {what} time {value:.3f} s is outside 0 to "
+                                      f"{limits.max_seconds:,.0f} s (queue.max_seconds)")
+        if s.start is not None and s.end is not None and s.end < s.start:
+            raise TranscriptError(name, fmt, f"segment {s.index} ends ({s.end:.3f} s) before it starts "
+                                  f"({s.start:.3f} s)")
+
+
+def parse_bytes(data: bytes, name: str, limits: InputLimits = InputLimits()) -> Transcript:
+    if len(data) > limits.max_bytes:
+        raise TranscriptError(name, None, f"file is {len(data):,} bytes, over the {limits.max_bytes:,}-byte limit")
     if not data:
         raise TranscriptError(name, None, "empty file")
     extension = Path(name).suffix.lower()
     body = decode_text(data, name)
     if not body.strip():
         raise TranscriptError(name, None, "file holds only whitespace")
-    if body.lstrip()[:1] in ("{", "[") or extension == ".json":
-        fmt, parsed = _parse_json(body, name)
-    else:
-        fmt = _detect_text_format(body, extension)
-        parsed = TEXT_FORMATS[fmt](body, name)
+    fmt, parsed = _read_segments(body, name, extension)
     segments = [replace(s, index=i, start=_ms(s.start), end=_ms(s.end)) for i, s in enumerate(parsed.segments)]
     if not any(s.text.strip() for s in segments):
         raise TranscriptError(name, fmt, "no non-empty segment: nothing to enrich")
+    check_limits(segments, name, fmt, limits)
     return Transcript(
         id=Path(name).stem,
         source_file=name,
@@ -92,14 +123,12 @@ def parse_bytes(data: bytes, name: str, max_bytes: int = MAX_INPUT_BYTES) -> Tra
     )
 
 
-def parse(path: str | Path, max_bytes: int = MAX_INPUT_BYTES, name: str | None = None) -> Transcript:
-    """Read one transcript file. Never modifies it. What is wrong with its content raises TranscriptError, naming
-    the file and the problem (permanent: reading it again will not help); an OSError while reading it (EIO on a
-    network mount, a file gone) propagates as it is, to be retried. `name` is how the file is called in
-    errors and in the transcript (its path relative to the inbox), its own name by default."""
+def parse(path: str | Path, limits: InputLimits = InputLimits(), name: str | None = None) -> Transcript:
+    """Read one transcript file. Never modifies it. What is wrong with it (its content, its size, not a regular
+    file) raises TranscriptError, naming the file and the problem (permanent: reading it again will not help);
+    an OSError while reading it (EIO on a network mount, a file gone) propagates as it is, to be retried. `name`
+    is how the file is called in errors and in the transcript (its path relative to the inbox, shown
+    printable), its own name by default."""
     path = Path(path)
-    name = name or path.name
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise TranscriptError(name, None, f"file is {size:,} bytes, over the {max_bytes:,}-byte limit")
-    return parse_bytes(path.read_bytes(), name, max_bytes)
+    name = name or shown(path.name)
+    return parse_bytes(read_input(path, limits.max_bytes, name), name, limits)

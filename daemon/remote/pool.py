@@ -7,6 +7,12 @@ followed; so a supervisor that restarts (and puts processing/ back in the inbox)
 Results are read by polling the backend; a task no worker has started for `republish_seconds` (lost with
 a broker restarted without persistence) is published again under the same id. While the broker cannot
 be reached, no slot is offered (files stay in the inbox) and one error line is logged per retry period.
+
+A task whose worker is gone is noticed within about two capacity checks (20 s), not after the visibility
+timeout: a started task that no living worker lists as active twice in a row, or that starts again in another
+child (its child died and Celery redelivered it), is lost. Its id is revoked (a redelivery of it is dropped
+and a run of it killed) and the job comes back as `Lost`: that counts an attempt, and the next attempt is a
+task of its own id, so a late result of the lost one is never taken.
 """
 
 from __future__ import annotations
@@ -20,14 +26,17 @@ from typing import Any
 from loguru import logger
 
 from daemon.config import Config
-from daemon.errors import PoolUnavailable
+from daemon.errors import PoolUnavailable, TranscriptError
+from daemon.formats.reading import read_input
 from daemon.messages import Done, ErrorInfo, Event, Failed, Job, JobSummary, Lost, SlotStatus, WorkerState
 from daemon.model_store import ModelInfo
+from daemon.names import shown
 from daemon.remote.app import TASK, endpoints, job_id, make_app, redacted, task_id
 from daemon.spool import Spool
 
 CAPACITY_SECONDS = 10.0
 INSPECT_TIMEOUT_SECONDS = 1.0
+MISSING_CHECKS = 2
 RUNNING = ("STARTED", "PROGRESS")
 
 
@@ -41,6 +50,7 @@ class Task:
     host: str | None = None
     pid: int | None = None
     progress: str = ""
+    missing: int = 0
 
 
 class CeleryPool:
@@ -52,6 +62,7 @@ class CeleryPool:
         self.app = make_app(config)
         self.broker = redacted(endpoints(config)["broker_url"])
         self.tasks: dict[str, Task] = {}
+        self.ended: list[Event | Lost] = []
         self.capacity = 0
         self.checked = -CAPACITY_SECONDS
         self.reachable = True
@@ -76,10 +87,13 @@ class CeleryPool:
         self.checked = time.monotonic()
         try:
             stats = self.app.control.inspect(timeout=INSPECT_TIMEOUT_SECONDS).stats() or {}
+            active = self.app.control.inspect(timeout=INSPECT_TIMEOUT_SECONDS, limit=len(stats)).active() or {} \
+                if stats else {}
         except Exception as exc:  # kombu and redis raise their own connection errors
             self.reachable = False
             self._complain("asking the workers", exc)
             return
+        self._find_lost({entry["id"] for tasks in active.values() for entry in tasks or []})
         if not self.reachable:
             logger.info("celery broker {} reachable again", self.broker)
         self.reachable = True
@@ -87,6 +101,23 @@ class CeleryPool:
         if capacity != self.capacity:
             logger.info("celery workers: {} host process(es), {} slot(s)", len(stats), capacity)
         self.capacity = capacity
+
+    def _find_lost(self, running: set[str]) -> None:
+        """Started tasks that no living worker runs, `MISSING_CHECKS` checks in a row: lost with their worker."""
+        for task in list(self.tasks.values()):
+            task.missing = task.missing + 1 if task.started and task.id not in running else 0
+            if task.missing >= MISSING_CHECKS:
+                self._lose(task, f"task {task.id} is run by no living worker (it was on {task.host}, pid {task.pid})")
+
+    def _lose(self, task: Task, reason: str) -> None:
+        """The task is given up: revoked (a redelivery is dropped, a run of it killed), its job handed back."""
+        del self.tasks[task.id]
+        logger.warning("{}: {}; revoked, the job comes back as a lost attempt", shown(task.job.name), reason)
+        try:
+            self.app.control.revoke(task.id, terminate=True, signal="SIGKILL")
+        except Exception as exc:  # a revoke that does not arrive leaves a duplicate run whose result nobody reads
+            self._complain("revoking a lost task", exc)
+        self.ended.append(Lost(0, task.job, reason, task.pid))
 
     def idle(self) -> list[int]:
         self._refresh()
@@ -96,7 +127,13 @@ class CeleryPool:
 
     # ----- jobs ----------------------------------------------------------------------------------
     def submit(self, slot: int, job: Job) -> None:
-        data = (self.spool.processing / job.name).read_bytes()
+        """Publish the job with the file's bytes, read as the local worker reads them; a file that cannot be read
+        ends its job at once (reported by the next `collect`), as it would on a local worker."""
+        try:
+            data = read_input(self.spool.processing / job.name, self.config.queue.max_bytes, shown(job.name))
+        except (TranscriptError, OSError) as exc:
+            self.ended.append(Failed(0, job, ErrorInfo.of(exc), permanent=isinstance(exc, TranscriptError)))
+            return
         digest = hashlib.sha256(data).hexdigest()
         message = {"name": job.name, "attempt": job.attempt, "claimed": job.claimed, "sha256": digest,
                    "data": base64.b64encode(data).decode("ascii"), "model_identity": self.model.identity,
@@ -116,7 +153,9 @@ class CeleryPool:
         self.tasks[task.id] = task
 
     def _publish(self, task: Task) -> None:
-        self.app.send_task(TASK, kwargs=task.message, task_id=task.id, queue=self.config.celery.queue)
+        logger.debug("{}: published as task {}", shown(task.job.name), task.id)
+        self.app.send_task(TASK, kwargs=task.message, task_id=task.id, queue=self.config.celery.queue,
+                           time_limit=self.config.workers.job_timeout_seconds)
         task.published = time.monotonic()
 
     def in_flight(self) -> list[Job]:
@@ -125,6 +164,7 @@ class CeleryPool:
     def collect(self, timeout: float) -> list[Event | Lost]:
         """Results and progress of the tasks in flight, read from the backend; lost tasks published again."""
         time.sleep(timeout)
+        self._refresh()
         found: list[Event | Lost] = []
         for task in list(self.tasks.values()):
             try:
@@ -132,32 +172,53 @@ class CeleryPool:
                 state, info = result.state, result.info
             except Exception as exc:
                 self._complain("reading results", exc)
-                return found
+                break
             if state in RUNNING and isinstance(info, dict):
+                pid = info.get("pid", task.pid)
+                if task.started and None not in (pid, task.pid) and pid != task.pid:
+                    self._lose(task, f"task {task.id} started again in pid {pid}: its child pid {task.pid} died")
+                    continue
                 task.started = True
                 task.host = info.get("host") or info.get("hostname") or task.host
-                task.pid, task.progress = info.get("pid", task.pid), info.get("progress", task.progress)
+                task.pid, task.progress = pid, info.get("progress", task.progress)
             elif state == "SUCCESS":
                 found.append(self._ended(task, info))
-                result.forget()
+                self._forget(result)
             elif state in ("FAILURE", "REVOKED"):
                 error = ErrorInfo(type(info).__name__ if isinstance(info, BaseException) else state, str(info), None, task.pid)
                 found.append(Failed(0, task.job, error, permanent=False))
                 del self.tasks[task.id]
-                result.forget()
+                self._forget(result)
             elif state == "PENDING" and time.monotonic() - task.published > self.config.celery.republish_seconds:
-                logger.warning("{}: task {} not started by any worker in {:.0f} s; published again", task.job.name,
-                               task.id, self.config.celery.republish_seconds)
-                self._publish(task)
+                logger.warning("{}: task {} not started by any worker in {:.0f} s; published again",
+                               shown(task.job.name), task.id, self.config.celery.republish_seconds)
+                try:
+                    self._publish(task)
+                except Exception as exc:  # the broker went away: published again on a later tick
+                    self._complain("publishing again", exc)
+        found += self.ended
+        self.ended = []
         return found
 
-    def _ended(self, task: Task, payload: dict[str, Any]) -> Event:
+    def _ended(self, task: Task, payload: Any) -> Event:
+        """The task's result as an event; a result of any other shape is that file's (transient) failure."""
         del self.tasks[task.id]
-        if payload.get("status") == "done":
-            summary = JobSummary.from_dict(payload["summary"])
-            return Done(0, task.job, summary, payload["document"])
-        error = payload["error"]
-        return Failed(0, task.job, ErrorInfo(**error), permanent=bool(payload.get("permanent")))
+        try:
+            if payload.get("status") == "done":
+                summary = JobSummary.from_dict(payload["summary"])
+                if not isinstance(payload["document"], dict):
+                    raise TypeError("the document is not an object")
+                return Done(0, task.job, summary, payload["document"])
+            return Failed(0, task.job, ErrorInfo(**payload["error"]), permanent=bool(payload.get("permanent")))
+        except Exception as exc:  # whatever shape a result has, it must not reach past this file
+            problem = f"task {task.id} returned a result of an unexpected shape ({type(exc).__name__}: {exc})"
+            return Failed(0, task.job, ErrorInfo("MalformedResult", problem[:500], None, task.pid), permanent=False)
+
+    def _forget(self, result: Any) -> None:
+        try:
+            result.forget()
+        except Exception as exc:  # the result expires on its own; a lost forget only keeps it longer
+            self._complain("forgetting a result", exc)
 
     # ----- stopping and reporting ------------------------------------------------------------------
     def drain(self) -> None:

@@ -30,6 +30,7 @@ from daemon.formats import parse_bytes
 from daemon.logs import setup_logging
 from daemon.messages import ErrorInfo, Job, JobSummary
 from daemon.metadata import read_thresholds
+from daemon.names import shown
 from daemon.output import output_names
 from daemon.pipeline import EnrichContext, enrich, prompt_version
 
@@ -110,7 +111,7 @@ def run_job(child: Child, message: dict[str, Any], progress: Callable[[str], Non
                        False)
     try:
         started = time.perf_counter()
-        transcript = parse_bytes(data, name, child.config.queue.max_bytes)
+        transcript = parse_bytes(data, shown(name), child.config.queue.limits)
         output = enrich(transcript, child.context, time.perf_counter() - started, progress, dispatch)
     except TranscriptError as exc:
         return failure(exc, True)

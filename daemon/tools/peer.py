@@ -97,7 +97,7 @@ class LlamaServer:
 
 def enrich_with_server(server: LlamaServer, path: Path, config: Config, requests: ThreadPoolExecutor) -> tuple[EngineStats, dict[str, float]]:
     """One file as the user's script does it: corrections concurrently, then metadata on the cached transcript."""
-    transcript = parse(path, config.queue.max_bytes)
+    transcript = parse(path, config.queue.limits)
     language = detect_language(transcript.dialogue()[:20_000], transcript.language)
     prompts = prompt_set(config.enrichment, language)
     stats = EngineStats()
