@@ -160,7 +160,8 @@ class Supervisor:
         if isinstance(item, Done):
             if item.document is not None and not self._write(item):
                 return
-            self.file_queue.settle(item.job)
+            if self.file_queue.settle(item.job).action == "requeued":
+                return  # the input changed after its claim: it is enriched again, and counted once then
             reporter.record_done(item.summary)
             s, t = item.summary, item.summary.timings
             where = f" on {s.host} (pid {s.pid})" if s.host else ""
