@@ -26,7 +26,7 @@ from daemon.engine import Engine
 from daemon.errors import EngineError
 from daemon.messages import ProgressReport
 from daemon.prompts import LANGUAGES, Prompts, fenced, prompt_set
-from daemon.text import words
+from daemon.text import narrates, words
 BULLET = re.compile(r"^\s*(?:[-*•·–]|\d+[.)])\s*(.+)$")
 LABEL = re.compile(r"^\s*(?:\*\*)?(?:titre|title|résumé|resume|summary|justification)\s*(?:\*\*)?\s*:\s*", re.IGNORECASE)
 TITLE_TRIM = " \t\u00a0\u202f#*.\"'«»“”"
@@ -51,12 +51,18 @@ class SourceText:
 
     lines: list[tuple[str, ...]]
     runs: set[tuple[str, ...]] = field(default_factory=set)
+    speakers: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, dialogue: str) -> "SourceText":
         lines = [tuple(words(line.partition(": ")[2] or line)) for line in dialogue.split("\n")]
         runs = {ws[i:i + COPY_RUN_WORDS] for ws in lines for i in range(len(ws) - COPY_RUN_WORDS + 1)}
-        return cls([ws for ws in lines if len(ws) >= COPY_LINE_WORDS], runs)
+        heads = (line.partition(": ")[0].strip().lower() for line in dialogue.split("\n") if ": " in line)
+        speakers = frozenset(head for head in heads if 0 < len(words(head)) <= 3)
+        return cls([ws for ws in lines if len(ws) >= COPY_LINE_WORDS], runs, speakers)
+
+    def narrates(self, item: str) -> bool:
+        return narrates(item, self.speakers)
 
     def copies(self, text: str) -> bool:
         """A whole transcript line of 5+ words inside the text, or a run of 15 words taken from one line."""
@@ -71,6 +77,19 @@ def repeats_itself(text: str) -> bool:
     ws = words(text)
     grams = [tuple(ws[i:i + 4]) for i in range(len(ws) - 3)]
     return any(grams.count(g) > 2 for g in set(grams))
+
+
+CONTRACTIONS = ((re.compile(r"\bde (?=(?:un|une|il|elle|[aeiouyéèêh])\b|[aeiouyéèê])", re.IGNORECASE), "d'"),
+                (re.compile(r"\bde le\b", re.IGNORECASE), "du"), (re.compile(r"\bde les\b", re.IGNORECASE), "des"))
+
+
+def contracted(text: str) -> str:
+    """French elision where an answer begun with "... de" meets the model's words: "Appel de une mère" -> "Appel
+    d'une mère", "de le" -> "du" (only in the first words, where the two meet)."""
+    head, tail = text[:16], text[16:]
+    for pattern, replacement in CONTRACTIONS:
+        head = pattern.sub(replacement, head, count=1)
+    return head + tail
 
 
 def _first_line(answer: str) -> str:
@@ -179,17 +198,23 @@ def validate_justification(answer: str, source: SourceText, score: int, prompts:
 
 
 def validate_bullets(answer: str, source: SourceText, config: MetadataConfig) -> list[str]:
+    """Facts of the call: items that copy the transcript or narrate its turns are dropped; fewer than 3 left is
+    invalid (retried asking for facts when narration is what was dropped)."""
     items: list[str] = []
+    narrating = 0
     for line in answer.split("\n"):
         match = BULLET.match(line)
         if not match:
             continue
         item = " ".join(match.group(1).strip().strip("*").split())
         n = len(words(item))
-        if 2 <= n <= 25 and not source.copies(item) and item.lower() not in (i.lower() for i in items):
+        if source.narrates(item):
+            narrating += 1
+        elif 2 <= n <= 25 and not source.copies(item) and item.lower() not in (i.lower() for i in items):
             items.append(item)
     if len(items) < 3:
-        raise Invalid(f"{len(items)} valid bullet points, need 3")
+        reason = f"{len(items)} valid bullet points, need 3" + (f" ({narrating} narrated turns)" if narrating else "")
+        raise Invalid(reason, retry="facts_only" if narrating else "stricter")
     return items[:6]
 
 
@@ -232,20 +257,28 @@ class MetadataWriter:
         parts = [fenced(context), instruction] if self.config.transcript_first else [instruction, fenced(context)]
         return "\n\n".join(parts)
 
-    def _ask(self, context: str, instruction: str, settings: TaskSettings, stop: list[str]) -> str:
-        return self.engine.chat(
-            self.prompts.metadata_system, self._user(context, instruction),
-            max_tokens=settings.max_tokens, temperature=settings.temperature,
-            stop=stop, repeat_penalty=self.config.repeat_penalty,
-        ).text
+    def _ask(self, context: str, instruction: str, settings: TaskSettings, stop: list[str], begun: str = "") -> str:
+        """The answer to one task; with `begun`, the answer starts with those words and the model goes on from them
+        (the summary's "Appel de": the caller is named first, by the frame, not by chance)."""
+        if not begun:
+            return self.engine.chat(
+                self.prompts.metadata_system, self._user(context, instruction),
+                max_tokens=settings.max_tokens, temperature=settings.temperature,
+                stop=stop, repeat_penalty=self.config.repeat_penalty,
+            ).text
+        prompt = self.engine.render(self.prompts.metadata_system, self._user(context, instruction)) + begun
+        return contracted(begun + self.engine.complete(prompt, max_tokens=settings.max_tokens,
+                                                       temperature=settings.temperature, stop=stop,
+                                                       repeat_penalty=self.config.repeat_penalty).text)
 
     def _answer(self, task: str, context: str, instruction: str, validate: Callable[[str], Any],
                 result: MetadataResult, reason_key: str) -> Any:
         """A validated answer, asked once more with a stricter instruction if the first is invalid, else None
         with the reason recorded."""
+        begun = self.prompts.summary_answer if task == "summary" else ""
         for attempt in range(2):
             try:
-                return validate(self._ask(context, instruction, self._settings(task), STOPS[task]))
+                return validate(self._ask(context, instruction, self._settings(task), STOPS[task], begun))
             except Invalid as exc:
                 result.null_reasons[reason_key] = str(exc)
                 if attempt == 0:
@@ -299,7 +332,7 @@ class MetadataWriter:
         """Tokens of transcript one prompt may carry."""
         fixed = self.engine.count_tokens(self.prompts.metadata_system) + max(
             self.engine.count_tokens(f"{_task_text(self.prompts, t, self.config)} {retry}")
-            for t in TASKS for retry in (self.prompts.stricter, self.prompts.shorter))
+            for t in TASKS for retry in (self.prompts.stricter, self.prompts.shorter, self.prompts.facts_only))
         answer = max(self._settings(t).max_tokens for t in TASKS)
         return self.engine.n_ctx - fixed - answer - ANSWER_MARGIN_TOKENS
 

@@ -20,6 +20,7 @@ from daemon.metadata import (
     Satisfaction,
     SourceText,
     contradicts,
+    contracted,
     validate_bullets,
     validate_justification,
     validate_summary,
@@ -181,6 +182,17 @@ def test_bullets_filtered_deduplicated_and_bounded():
         validate_bullets("- un point\n- deux points", SOURCE, CONFIG)
 
 
+def test_bullets_that_narrate_turns_are_dropped_and_the_retry_asks_for_facts():
+    narrating = ["medecin: bonjour je suis le docteur", "Agent : Bonjour", "L'appel commence par « allo »",
+                 "Le patient répond avec « oui »", "Client répond « merci beaucoup docteur »"]
+    facts = ["Enfant de trois ans fiévreux", "Médecin de garde envoyé dans l'heure", "Motif : fièvre et vomissements"]
+    assert all(SOURCE.narrates(item) for item in narrating) and not any(SOURCE.narrates(item) for item in facts)
+    assert validate_bullets("\n".join(f"- {b}" for b in narrating + facts), SOURCE, CONFIG) == facts
+    with pytest.raises(Invalid, match="5 narrated turns") as refused:
+        validate_bullets("\n".join(f"- {b}" for b in narrating + facts[:1]), SOURCE, CONFIG)
+    assert refused.value.retry == "facts_only"
+
+
 @dataclass
 class Recording:
     """Wraps the real engine to keep every completion, to look at what each call evaluated: chats, and the
@@ -264,7 +276,9 @@ def test_satisfaction_probabilities_with_the_test_model_and_the_cache_left_consi
     engine = small_engine(2048)
     writer = MetadataWriter(engine, QUICK, PROMPTS)
     ask = dict(max_tokens=8, temperature=0.0)
-    task = "\n\nDonne un titre court."
+    # the daemon's own title task: greedy text is compared, and an ad hoc task ("Donne un titre court.") puts the
+    # test model's first token at a 0.01-nat tie under the current system prompt, where batch-shape rounding decides
+    task = "\n\n" + PROMPTS.title
     before = engine.chat(PROMPTS.metadata_system, f"<transcription>\n{DIALOGUE}\n</transcription>{task}", **ask)
     value = writer.satisfaction(DIALOGUE, SOURCE, MetadataResult(values={}, null_reasons={}))
     assert sum(value["probabilities"]) == pytest.approx(1.0, abs=0.01) and 1.0 <= value["expected"] <= 5.0
@@ -275,3 +289,26 @@ def test_satisfaction_probabilities_with_the_test_model_and_the_cache_left_consi
     after = engine.chat(PROMPTS.metadata_system, f"<transcription>\n{DIALOGUE}\n</transcription>{task}", **ask)
     assert after.text == before.text
     assert after.evaluated_tokens < after.prompt_tokens - engine.count_tokens(DIALOGUE)
+
+
+def test_the_summary_is_the_answer_begun_with_the_caller_frame():
+    """"Appel de ...": the summary's first words name the caller, so the model cannot make the agent the caller."""
+    from tests.fakes import FakeEngine
+
+    class Begun(FakeEngine):
+        prompts_begun: list[str] = []
+
+        def complete(self, prompt: str, **kwargs: Any) -> Completion:
+            self.prompts_begun.append(prompt)
+            if prompt.endswith("Appel de"):
+                return Completion(" la mère d'un enfant de trois ans fiévreux ; un médecin de garde est envoyé.",
+                                  10, 1, 12, 0.0, "stop")
+            return super().complete(prompt, **kwargs)
+
+    engine = Begun()
+    result = MetadataWriter(engine, MetadataConfig(), PROMPTS).write(DIALOGUE)
+    assert result.values["summary"] == "Appel de la mère d'un enfant de trois ans fiévreux ; un médecin de garde est envoyé."
+    assert any(p.endswith("Appel de") and "<transcription>" in p for p in engine.prompts_begun)
+    assert [contracted(t) for t in ("Appel de une mère", "Appel de un homme de 60 ans", "Appel de le frère",
+                                    "Appel de la sœur de une amie")] == \
+        ["Appel d'une mère", "Appel d'un homme de 60 ans", "Appel du frère", "Appel de la sœur de une amie"]

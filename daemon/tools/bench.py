@@ -58,6 +58,7 @@ from daemon.tools.peer import LlamaServer, enrich_with_server
 from daemon.tools.recall import run_recall
 from daemon.tools.redis_server import RedisServer
 from daemon.tools.satisfaction import run_satisfaction
+from daemon.tools.summaries import read_outbox, read_references, read_sheets, score_outputs
 
 OLD_SYSTEM = "Tu es un assistant qui traite des transcriptions d'appels téléphoniques."
 OLD_CORRECT = "Corrige les erreurs de transcription dans le texte suivant et renvoie uniquement le texte corrigé :"
@@ -70,7 +71,8 @@ OLD_TASKS = {
 OLD_TEMPERATURE, OLD_CORRECTION_TEMPERATURE = 0.7, 0.05
 LIMIT_PROMPT_TOKENS, LIMIT_GENERATED_TOKENS = 512, 64
 
-MODES = ("baseline", "baseline-allcores", "enrichd", "enrichd-celery", "llama-server", "limit", "recall", "satisfaction")
+MODES = ("baseline", "baseline-allcores", "enrichd", "enrichd-celery", "llama-server", "limit", "recall", "satisfaction",
+         "summaries")
 SPEED_MODES = ("baseline", "baseline-allcores", "enrichd", "enrichd-warm", "enrichd-celery", "llama-server")
 
 
@@ -500,6 +502,8 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
     else:
         results = run_speed_modes(files, config, model, modes, progress, llama_server, keep=keep)
         report["modes"] = {name: r.figures() for name, r in results.items()}
+    if "summaries" in modes:
+        report["summaries"] = run_summaries(files, config, corpus, progress, keep)
     if "recall" in modes or "satisfaction" in modes:
         engine = LlamaEngine(model, LlamaSettings.from_config(config.model, len(cpus)))
         if "recall" in modes:
@@ -531,6 +535,18 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
     if results:
         report["ratios"] = speed_ratios(results)
     return report
+
+
+def run_summaries(files: list[Path], config: Config, corpus: Path, progress: ProgressReport,
+                  keep: Outputs = Outputs()) -> dict[str, Any]:
+    """The daemon's cold pass on the files, its titles, summaries and bullets scored (tools/summaries.py): the fact
+    sheets named after the corpus folder (`facts/<name>.yaml`), the corpus' `references.yaml`, structure always;
+    with the metadata stage's seconds, summed over files, of the same pass (`--outputs` keeps the documents)."""
+    with tempfile.TemporaryDirectory(prefix="enrichd-bench-summaries-") as work:
+        result = run_daemon_passes(files, config, Path(work), progress, ("enrichd",), Outputs(keep.outputs))[0]
+        scored = score_outputs(read_outbox(Path(work) / "outbox"), read_sheets(corpus.name), read_references(corpus))
+    return {"wall_seconds": round(result.wall_seconds, 1), "metadata_seconds": result.stage_seconds.get("metadata"),
+            "generated_tokens": result.tokens.generated_tokens, "fields_null": result.fields_null, **scored}
 
 
 def run_tune(config: Config, corpus: Path, model: Path, limit: int, progress: ProgressReport) -> list[dict[str, Any]]:

@@ -1,0 +1,49 @@
+"""The measurement of what people read: fact sheets, structural checks and ROUGE on crafted outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.tools.summaries import Sheet, invented, numbers, read_sheets, rouge, score_outputs
+
+
+def output(title: str, summary: str | None, bullets: list[str], lines: list[str]) -> dict[str, Any]:
+    return {"language": "fr", "metadata": {"title": title, "summary": summary, "bullet_points": bullets},
+            "segments": [{"speaker": None, "original_text": line} for line in lines]}
+
+
+CALL = ["bonjour docteur LAKHLIFI du SAMU, vous appelez pour votre fils de neuf mois qui ne respire pas ?",
+        "oui ma femme elle bosse", "on envoie le SMUR, appuyez sur son thorax"]
+SHEET = Sheet(caller=["père", "papa"], facts=[["9 mois", "neuf mois"], ["respire pas"], ["smur", "secours"]],
+              never=["mère"])
+
+
+def test_a_faithful_output_scores_every_fact_and_no_fault():
+    good = output("Nourrisson de 9 mois qui ne respire pas", "Appel du père d'un bébé de neuf mois qui ne respire pas ; "
+                  "le docteur Lakhlifi envoie le SMUR.", ["Bébé de 9 mois inconscient", "Massage cardiaque guidé"], CALL)
+    report = score_outputs({"msn": good}, {"msn": SHEET}, {})
+    assert report["fact_sheets"] == {"calls": 1, "caller_right": 1, "facts": 3, "facts_stated": 3,
+                                     "contradicting_calls": 0, "facts_stated_share": 1.0}
+    assert report["structure"]["narrating_bullets"] == 0 and report["structure"]["invented"] == 0
+
+
+def test_an_inverted_narrating_inventing_output_is_caught_on_each_count():
+    bad = output("Appel", "Le docteur Lakhlifi appelle la mère pour son fils de 10 mois.",
+                 ["L'appel commence par « allo »", "Client répond avec « oui »", "Rendez-vous à Lyon"], CALL)
+    report = score_outputs({"msn": bad}, {"msn": SHEET}, {})
+    sheet, found = report["fact_sheets"], report["files"]["msn"]
+    assert sheet["caller_right"] == 0 and sheet["contradicting_calls"] == 1 and sheet["facts_stated"] == 0
+    assert "mère" in found["contradictions"] and any("appelle" in c for c in found["contradictions"])
+    assert len(found["narrating"]) == 2 and set(found["invented"]) == {"10", "Lyon"}
+
+
+def test_numbers_in_words_count_as_stated_and_rouge_keeps_accents():
+    assert {86, 28, 14} <= numbers("quatre-vingt-six ans, vingt huit ans et quatorze ans")
+    assert invented("Une fille de 14 ans", "ma fille de quatorze ans") == []
+    assert rouge("la fièvre est élevée", "la fièvre est élevée")["rougeL"] == 1.0
+    assert rouge("la fievre", "la fièvre")["rouge1"] == 0.5
+
+
+def test_the_packaged_fact_sheets_cover_the_31_calls():
+    sheets = read_sheets("simsamu")
+    assert len(sheets) == 31 and all(s.caller and len(s.facts) >= 3 for s in sheets.values())
