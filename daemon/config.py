@@ -142,7 +142,7 @@ class MetadataConfig:
     summary_max_words: int = _field(80, 10)
     repeat_penalty: float = _field(1.1, 1, 2)
     transcript_first: bool = True
-    title: TaskSettings = field(default_factory=lambda: TaskSettings(0.0, 32))
+    title: TaskSettings = field(default_factory=lambda: TaskSettings(0.3, 32))
     summary: TaskSettings = field(default_factory=lambda: TaskSettings(0.0, 220))
     satisfaction: TaskSettings = field(default_factory=lambda: TaskSettings(0.0, 64))
     bullets: TaskSettings = field(default_factory=lambda: TaskSettings(0.0, 220))
