@@ -276,8 +276,9 @@ def test_satisfaction_probabilities_with_the_test_model_and_the_cache_left_consi
     engine = small_engine(2048)
     writer = MetadataWriter(engine, QUICK, PROMPTS)
     ask = dict(max_tokens=8, temperature=0.0)
-    # the daemon's own title task: greedy text is compared, and an ad hoc task ("Donne un titre court.") puts the
-    # test model's first token at a 0.01-nat tie under the current system prompt, where batch-shape rounding decides
+    # the daemon's own title task: greedy text is compared, so the task must not leave the test model's first token
+    # at a near tie (an ad hoc "Donne un titre court." did, 0.01 nat, under a longer system prompt tried once, and
+    # batch-shape rounding then decided the text)
     task = "\n\n" + PROMPTS.title
     before = engine.chat(PROMPTS.metadata_system, f"<transcription>\n{DIALOGUE}\n</transcription>{task}", **ask)
     value = writer.satisfaction(DIALOGUE, SOURCE, MetadataResult(values={}, null_reasons={}))
