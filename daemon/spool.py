@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,7 +162,7 @@ class FileQueue:
         try:
             with Folder(self.spool.inbox, folder) as source:
                 info = os.stat(base, dir_fd=source.fd, follow_symlinks=False)
-            if entry_problem(self.spool.inbox / name) is not None:
+            if not stat.S_ISREG(info.st_mode):  # what the descriptor shows, not a second look by path
                 return None
             self._move(self.spool.inbox, name, self.spool.processing, unique=False)
         except (FileNotFoundError, NotADirectoryError, FileExistsError):
