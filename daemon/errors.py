@@ -57,3 +57,8 @@ class PoolUnavailable(EnrichdError):
 
 class QueueError(EnrichdError):
     """The spool directories are unusable (missing, on different filesystems, not writable)."""
+
+
+class WireError(EnrichdError):
+    """A message from the broker that this daemon cannot take: not an object, another wire version, a kind or a
+    field it does not know (a newer worker's), or a value of the wrong type. That job's failure, never a crash."""

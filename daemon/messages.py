@@ -1,7 +1,9 @@
 """What crosses between processes: the jobs a pool runs and the events its workers send back.
 
 Every message is a frozen dataclass (picklable for multiprocessing queues, and plain data for a JSON
-transport): a worker reports that it is ready, alive, how far a job has got, and how each job ended.
+transport): a worker reports that it is ready, alive, how far a job has got, and how each job ended. What
+crosses the Celery broker (a task, and how it ended) goes through `to_wire`/`from_wire` only: JSON, with a
+kind and a version, and nothing taken that the dataclass does not declare.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import os
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any, Callable, Union
 
 from daemon.engine import EngineStats
+from daemon.errors import WireError
 
 ProgressReport = Callable[[str], None]
 PROGRESS_INTERVAL_SECONDS = 1.0
@@ -77,6 +80,7 @@ class ErrorInfo:
 
     @classmethod
     def of(cls, exc: BaseException) -> "ErrorInfo":
+        """Where `exc` is being handled, its traceback too."""
         return cls(type(exc).__name__, str(exc), traceback.format_exc(), os.getpid())
 
     def as_dict(self) -> dict[str, Any]:
@@ -135,12 +139,12 @@ class Progress:
 
 @dataclass(frozen=True)
 class Done:
-    """A job ended well. A local worker wrote the outputs itself; a remote one sends `document` to be written."""
+    """A job ended well: the document, for the supervisor to write (whichever backend ran the job)."""
 
     worker: int
     job: Job
     summary: JobSummary
-    document: dict[str, Any] | None = None
+    document: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -175,3 +179,60 @@ class Lost:
 
 
 Event = Union[Ready, Heartbeat, Progress, Done, Failed, Fatal]
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """One job sent to a Celery worker: the file's bytes (base64) and what they must be enriched with."""
+
+    job: Job
+    sha256: str
+    data: str
+    model_identity: str
+    prompt_version: str
+
+
+WIRE_VERSION = 1
+WIRE_KINDS: dict[str, type] = {"task": TaskMessage, "done": Done, "failed": Failed}
+NESTED: dict[str, Callable[[Any], Any]] = {
+    "job": lambda d: Job(**_declared(Job, d)),
+    "error": lambda d: ErrorInfo(**_declared(ErrorInfo, d)),
+    "summary": lambda d: JobSummary.from_dict(_declared(JobSummary, d)),
+}
+
+
+def _declared(cls: type, data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise WireError(f"a {cls.__name__} that is not an object")
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise WireError(f"{cls.__name__} with unknown field(s) {', '.join(sorted(map(str, unknown)))[:200]} "
+                        "(sent by a newer enrichd?)")
+    return data
+
+
+def to_wire(message: TaskMessage | Done | Failed) -> dict[str, Any]:
+    """Plain JSON data: the kind, the wire version, and the dataclass's own fields."""
+    kind = next(k for k, cls in WIRE_KINDS.items() if isinstance(message, cls))
+    body = asdict(message)
+    if isinstance(message, Done):
+        body["summary"] = message.summary.as_dict()
+    return {"kind": kind, "version": WIRE_VERSION, **body}
+
+
+def from_wire(data: Any) -> TaskMessage | Done | Failed:
+    """The message `to_wire` made, rebuilt and typed; anything else raises WireError saying what is wrong."""
+    if not isinstance(data, dict):
+        raise WireError(f"a message that is not an object ({type(data).__name__})")
+    body = dict(data)
+    kind, version = body.pop("kind", None), body.pop("version", None)
+    if version != WIRE_VERSION:
+        raise WireError(f"wire version {str(version)[:20]!r}, this enrichd speaks version {WIRE_VERSION}")
+    if kind not in WIRE_KINDS:
+        raise WireError(f"a message of unknown kind {str(kind)[:40]!r}")
+    try:
+        values = {name: NESTED[name](value) if name in NESTED else value
+                  for name, value in _declared(WIRE_KINDS[kind], body).items()}
+        return WIRE_KINDS[kind](**values)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise WireError(f"a {kind} message of the wrong shape: {str(exc)[:200]}") from exc

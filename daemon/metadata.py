@@ -4,30 +4,28 @@ Every task prompt is [system][fenced transcript][task], run back to back on one 
 llama.cpp evaluates the transcript once and only the short task text afterwards. Each answer is
 validated and normalised; a field that cannot be produced validly after one stricter retry is null
 with its reason, never an invented value. Transcripts longer than the context are summarised in
-chunks first (map-reduce), and the four tasks then read the chunk summaries. The satisfaction score
+chunks first (map-reduce), and the four tasks then read the chunk summaries. The summary's first words are
+judged, not written, where the language has relations to judge among (caller.py). The satisfaction score
 is not written but read: the model's probabilities for the answers 1 to 5, in one pass; its justification
 is the scored answer continued ("Note : 4/5, car ..."), refused when it says the opposite of the score.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
-from daemon.config import EnrichmentConfig, MetadataConfig, TaskSettings
+from daemon.caller import addressed_as, opening, relations
+from daemon.config import MetadataConfig, TaskSettings
 from daemon.engine import Engine
 from daemon.errors import EngineError
 from daemon.messages import ProgressReport
-from daemon.prompts import LANGUAGES, Prompts, fenced, prompt_set
+from daemon.prompts import Prompts, fenced
 from daemon.text import narrates, words
 BULLET = re.compile(r"^\s*(?:[-*•·–]|\d+[.)])\s*(.+)$")
+NESTED_MARKER = re.compile(r"^((?:[^:]{1,30}:\s*)?)[-*•·–]\s+")  # "- - Attendre", "- Conseils : - Attendre"
 LABEL = re.compile(r"^\s*(?:\*\*)?(?:titre|title|résumé|resume|summary|justification)\s*(?:\*\*)?\s*:\s*", re.IGNORECASE)
 TITLE_TRIM = " \t\u00a0\u202f#*.\"'«»“”"
 TASKS = ("title", "summary", "satisfaction", "bullets")
@@ -206,7 +204,7 @@ def validate_bullets(answer: str, source: SourceText, config: MetadataConfig) ->
         match = BULLET.match(line)
         if not match:
             continue
-        item = " ".join(match.group(1).strip().strip("*").split())
+        item = NESTED_MARKER.sub(r"\1", " ".join(match.group(1).strip().strip("*").split()))
         n = len(words(item))
         if source.narrates(item):
             narrating += 1
@@ -272,10 +270,9 @@ class MetadataWriter:
                                                        repeat_penalty=self.config.repeat_penalty).text)
 
     def _answer(self, task: str, context: str, instruction: str, validate: Callable[[str], Any],
-                result: MetadataResult, reason_key: str) -> Any:
+                result: MetadataResult, reason_key: str, begun: str = "") -> Any:
         """A validated answer, asked once more with a stricter instruction if the first is invalid, else None
         with the reason recorded."""
-        begun = self.prompts.summary_answer if task == "summary" else ""
         for attempt in range(2):
             try:
                 return validate(self._ask(context, instruction, self._settings(task), STOPS[task], begun))
@@ -285,6 +282,22 @@ class MetadataWriter:
                     result.retries += 1
                     instruction = f"{instruction} {getattr(self.prompts, exc.retry)}"
         return None
+
+    def opening(self, context: str, dialogue: str) -> str:
+        """The summary's first words: for whom the caller calls, judged among the prompt set's relations in one
+        pass over the options (the transcript is in the cache already), the caller made of it (caller.py); the
+        plain frame ("Appel de") where the language has no relations or the options cannot be scored."""
+        known = relations(self.prompts.relations)
+        if not known or not self.prompts.summary_opening:
+            return self.prompts.summary_answer
+        prompt = self.engine.render(self.prompts.metadata_system, self._user(context, self.prompts.caller_question))
+        try:
+            scores = self.engine.choose(prompt + self.prompts.caller_answer, [r.concerned for r in known])
+        except EngineError:
+            return self.prompts.summary_answer
+        relation = known[max(range(len(known)), key=scores.__getitem__)]
+        sex = addressed_as(dialogue, self.prompts.address_women, self.prompts.address_men)
+        return contracted(opening(relation, sex, self.prompts.summary_opening))
 
     def reading_prompt(self, context: str) -> str:
         """The satisfaction question with its answer begun ("Note : "), where the digit comes next."""
@@ -383,73 +396,12 @@ class MetadataWriter:
                 value = self.satisfaction(context, source, result)
             else:
                 validate = VALIDATORS[task]
+                begun = self.opening(context, dialogue) if task == "summary" else ""
                 value = self._answer(task, context, _task_text(self.prompts, task, self.config),
-                                     lambda answer: validate(answer, source, self.config), result, task)
+                                     lambda answer: validate(answer, source, self.config), result, task, begun)
             result.values[task] = value
             if value is not None:
                 result.null_reasons.pop(task, None)
             if self.progress:
                 self.progress(task)
         return result
-
-
-SATISFACTION_FILE = "satisfaction.yaml"
-
-
-def fit_thresholds(labelled: list[tuple[float, int]]) -> tuple[float, ...]:
-    """Four cut points on `expected` that give the most labelled calls their own label (scores rising with
-    `expected`): the best split of the calls sorted by `expected` into five runs, 1 to 5, found by dynamic
-    programming; calls with equal expectations are never split. A cut falls midway between its two runs."""
-    values = sorted({e for e, _ in labelled})
-    blocks = [[label for e, label in labelled if e == value] for value in values]
-    # best[i][s]: most agreements for the first i blocks, scored at most s
-    best = [[0] * 6 for _ in range(len(blocks) + 1)]
-    for i, block in enumerate(blocks, start=1):
-        for s in range(1, 6):
-            best[i][s] = max(best[i][s - 1], best[i - 1][s] + block.count(s))
-    scores, s = [0] * len(blocks), 5
-    for i in range(len(blocks), 0, -1):
-        while s > 1 and best[i][s] == best[i][s - 1]:
-            s -= 1
-        scores[i - 1] = s
-    cuts = []
-    for s in range(1, 5):
-        below = [v for v, sc in zip(values, scores) if sc <= s]
-        above = [v for v, sc in zip(values, scores) if sc > s]
-        cut = (max(below) + min(above)) / 2 if below and above else (max(values) + 0.01 if below else min(values) - 0.01)
-        cuts.append(round(max([cut, *cuts]), 3))
-    return tuple(cuts)
-
-
-def satisfaction_fit(model_sha256: str, enrichment: EnrichmentConfig) -> str:
-    """What thresholds are fitted for: the model and the satisfaction question. Another model, or another
-    question, moves the expectations, and thresholds fitted before would misplace every score."""
-    question = [[p.metadata_system, p.satisfaction, p.satisfaction_answer]
-                for p in (prompt_set(enrichment, language) for language in LANGUAGES)]
-    material = [model_sha256, question, enrichment.metadata.transcript_first]
-    return hashlib.sha256(json.dumps(material).encode()).hexdigest()[:12]
-
-
-def read_thresholds(state_dir: Path, model_sha256: str, enrichment: EnrichmentConfig) -> tuple[float, ...] | None:
-    """The thresholds `enrichd calibrate --write` stored for this deployment, if any, fitted for this model and
-    question."""
-    try:
-        data = yaml.safe_load((state_dir / SATISFACTION_FILE).read_text())
-        cuts = tuple(float(t) for t in data["thresholds"])
-        fitted_for = data.get("fitted_for")
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError):
-        return None
-    fit = satisfaction_fit(model_sha256, enrichment)
-    return cuts if len(cuts) == 4 and list(cuts) == sorted(cuts) and fitted_for == fit else None
-
-
-def write_thresholds(state_dir: Path, thresholds: tuple[float, ...], calls: int, model_sha256: str,
-                     enrichment: EnrichmentConfig) -> Path:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / SATISFACTION_FILE
-    path.write_text(f"# written by `enrichd calibrate --write` from {calls} labelled calls: a call whose expected "
-                    "satisfaction reaches the k-th threshold scores k + 1; `fitted_for` names the model and the "
-                    "question they were fitted with (they are ignored with any other)\n"
-                    + yaml.safe_dump({"thresholds": list(thresholds),
-                                      "fitted_for": satisfaction_fit(model_sha256, enrichment)}, sort_keys=False))
-    return path

@@ -68,6 +68,25 @@ def build_output(
     }
 
 
+def not_of_job(document: dict[str, Any], name: str, sha256: str, model_identity: str, prompt_version: str) -> str | None:
+    """Why a document received for a job (from a Celery worker, through the broker) is not that job's output: the
+    input it was made from, the file it names, the model or the prompts that made it; None when it is."""
+    source = document.get("source") if isinstance(document.get("source"), dict) else {}
+    provenance = document.get("provenance") if isinstance(document.get("provenance"), dict) else {}
+    model = provenance.get("model") if isinstance(provenance.get("model"), dict) else {}
+    scorer = model.get("scorer") if isinstance(model.get("scorer"), dict) else None
+    made_by = f"{model.get('sha256')}+{scorer.get('sha256')}" if scorer else str(model.get("sha256"))
+    if source.get("sha256") != sha256:
+        return f"it was made from other bytes (sha256 {str(source.get('sha256'))[:12]}, the file's is {sha256[:12]})"
+    if source.get("file") != shown(name):
+        return f"it names another file ({str(source.get('file'))[:80]!r})"
+    if made_by != model_identity:
+        return f"it was made by another model ({made_by[:12]}, this daemon's is {model_identity[:12]})"
+    if provenance.get("prompt_version") != prompt_version:
+        return f"it was made with other prompts ({str(provenance.get('prompt_version'))[:12]}, this daemon's are {prompt_version})"
+    return None
+
+
 def _clock(seconds: float | None) -> str:
     if seconds is None:
         return "--:--"

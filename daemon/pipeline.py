@@ -22,7 +22,8 @@ from daemon.correction import STATUSES, Corrector, confusion_sets
 from daemon.engine import Engine, EngineStats
 from daemon.language import detect_language
 from daemon.messages import ProgressReport
-from daemon.metadata import MetadataWriter, read_thresholds
+from daemon.calibration import read_thresholds
+from daemon.metadata import MetadataWriter
 from daemon.model_store import ModelInfo
 from daemon.output import SegmentOutcome, build_output
 from daemon.prompts import LANGUAGES, prompt_set
@@ -48,6 +49,13 @@ def prompt_version(config: EnrichmentConfig, thresholds: tuple[float, ...] | Non
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def in_force(config: Config, model: ModelInfo) -> tuple[tuple[float, ...] | None, str]:
+    """The satisfaction thresholds a deployment has fitted for this model (or None), and the prompt version they
+    make with the prompts: derived here only, for the supervisor, every worker and the Celery children alike."""
+    thresholds = read_thresholds(config.paths.state, model.sha256, config.enrichment)
+    return thresholds, prompt_version(config.enrichment, thresholds)
+
+
 @dataclass
 class EnrichContext:
     """What stays the same across the transcripts one worker enriches."""
@@ -61,8 +69,12 @@ class EnrichContext:
     thresholds: tuple[float, ...] | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.thresholds = read_thresholds(self.config.paths.state, self.model.sha256, self.config.enrichment)
-        self.prompt_version = prompt_version(self.config.enrichment, self.thresholds)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the thresholds again: a Celery child started before `enrichd calibrate --write` is sent jobs for the
+        new prompt version, and must enrich with the thresholds that version stands for."""
+        self.thresholds, self.prompt_version = in_force(self.config, self.model)
 
     def parameters(self) -> dict[str, Any]:
         model = self.config.model

@@ -32,6 +32,26 @@ DEFAULTS: dict[str, dict[str, str]] = {
             "ou décidé. Réponds uniquement par le résumé."
         ),
         "summary_answer": "Appel de",
+        "caller_question": ("Pour qui la personne qui téléphone appelle-t-elle ? Réponds par son lien avec la personne "
+                            "qui a besoin d'aide."),
+        "caller_answer": "La personne qui téléphone appelle pour ",
+        "relations": (
+            "son enfant | une mère | un père | un parent; son bébé | une mère | un père | un parent; "
+            "son fils | une mère | un père | un parent; sa fille | une mère | un père | un parent; "
+            "sa mère | une fille | un fils | un enfant; son père | une fille | un fils | un enfant; "
+            "sa sœur | une sœur | un frère | un proche; son frère | une sœur | un frère | un proche; "
+            "son mari | une épouse | un mari | un conjoint; sa femme | une épouse | un mari | un conjoint; "
+            "sa grand-mère | une petite-fille | un petit-fils | un petit-enfant; "
+            "son grand-père | une petite-fille | un petit-fils | un petit-enfant; "
+            "sa voisine | une voisine | un voisin | un voisin; son voisin | une voisine | un voisin | un voisin; "
+            "son amie | une amie | un ami | un proche; son ami | une amie | un ami | un proche; "
+            "sa collègue | une collègue | un collègue | un collègue; son collègue | une collègue | un collègue | un collègue; "
+            "un inconnu | un témoin | un témoin | un témoin; "
+            "elle-même | une patiente | un patient | un patient; lui-même | une patiente | un patient | un patient"
+        ),
+        "summary_opening": "Appel de {caller} pour {concerned}",
+        "address_women": "madame, mademoiselle",
+        "address_men": "monsieur",
         "satisfaction": (
             "À la fin de l'appel, quelle note de satisfaction de 1 à 5 l'appelant donnerait-il ? 1 : non aidé, "
             "plaintes, colère ou détresse. 3 : neutre. 5 : aidé, rassuré, remerciements."
@@ -42,9 +62,9 @@ DEFAULTS: dict[str, dict[str, str]] = {
                           "non résolu, pas résolu, inquiet, paniqué, détresse, angoissé, agacé"),
         "happy_words": "satisfait, content, ravi, rassuré, remercie, merci, résolu, soulagé, reconnaissant",
         "bullets": (
-            "Donne de 3 à 6 faits clés de l'appel, un par ligne, chacun commençant par « - » et faisant au plus "
-            "25 mots : le motif, l'état de la personne, ce qui a été fait ou décidé, les conseils donnés. Des faits, "
-            "pas le déroulé des répliques : ni citation, ni « X dit », ni « l'appel commence »."
+            "Donne de 3 à 6 faits clés de l'appel, un par ligne, chacun faisant au plus 25 mots, sous la forme "
+            "« - Motif : ... », « - État : ... », « - Décision : ... », « - Conseils : ... ». Des faits, pas le "
+            "déroulé des répliques : ni citation, ni « X dit », ni « l'appel commence »."
         ),
         "facts_only": "Important : chaque point est un fait de l'appel, jamais une réplique ni ce que quelqu'un dit.",
         "stricter": "Important : reformule avec tes propres mots, ne recopie aucune phrase de la transcription et ne te répète pas.",
@@ -67,6 +87,12 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "title": "Give a short title, 3 to 8 words, saying why the person called. Answer with the title only, without quotes.",
         "summary": "Summarise the call in at most {max_words} words: who calls, about what, what is decided. Answer with the summary only.",
         "summary_answer": "",
+        "caller_question": "",
+        "caller_answer": "",
+        "relations": "",
+        "summary_opening": "",
+        "address_women": "",
+        "address_men": "",
         "satisfaction": (
             "At the end of the call, what satisfaction score from 1 to 5 would the caller give? 1: not helped, "
             "complaints, anger or distress. 3: neutral. 5: helped, reassured, thanks."
@@ -93,6 +119,12 @@ class Prompts:
     title: str
     summary: str
     summary_answer: str
+    caller_question: str
+    caller_answer: str
+    relations: str
+    summary_opening: str
+    address_women: str
+    address_men: str
     satisfaction: str
     satisfaction_answer: str
     satisfaction_because: str

@@ -18,21 +18,22 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Iterator
 
 from loguru import logger
 
 from daemon import cache as result_cache
 from daemon.config import Config
-from daemon.cpus import TUNED_FILE, available_cpus, plan_workers, read_tuned
+from daemon.cpus import available_cpus, host_plan
 from daemon.engine import EngineFactory
 from daemon.errors import EnrichdError, OutputError, PoolUnavailable, StorageError
 from daemon.logs import setup_logging
-from daemon.messages import Done, ErrorInfo, Event, Failed, Fatal, Job, Lost, Ready
-from daemon.metadata import SATISFACTION_FILE, read_thresholds
+from daemon.messages import Done, ErrorInfo, Event, Failed, Fatal, Job, JobSummary, Lost, Ready
+from daemon.calibration import SATISFACTION_FILE
 from daemon.metrics import METRICS_FILE, Metrics
 from daemon.output import output_names, write_outputs
-from daemon.pipeline import prompt_version
+from daemon.pipeline import in_force
 from daemon.intake import Intake, Settler, entry_problem
 from daemon.names import shown
 from daemon.pool import LocalPool, Pool
@@ -158,12 +159,13 @@ class Supervisor:
     def _settle_job(self, item: Event | Lost) -> None:
         reporter = self.reporter
         if isinstance(item, Done):
-            if item.document is not None and not self._write(item):
+            summary = self._write(item)
+            if summary is None:
                 return
             if self.file_queue.settle(item.job).action == "requeued":
                 return  # the input changed after its claim: it is enriched again, and counted once then
-            reporter.record_done(item.summary)
-            s, t = item.summary, item.summary.timings
+            reporter.record_done(summary)
+            s, t = summary, summary.timings
             where = f" on {s.host} (pid {s.pid})" if s.host else ""
             logger.info("done {}{}: {} segments {}, {} model calls, {} generated tokens, cache {}, dispatch {:.2f}s "
                         "parse {:.2f}s correction {:.2f}s metadata {:.2f}s total {:.2f}s -> {}", shown(item.job.name),
@@ -182,18 +184,22 @@ class Supervisor:
             error = ErrorInfo("WorkerDied", item.reason, None, item.pid)
             reporter.record_verdict(self.file_queue.settle(item.job, error), error.type)
 
-    def _write(self, done: Done) -> bool:
-        """A remote worker's document into the outbox (this process is the only one writing it there)."""
+    def _write(self, done: Done) -> JobSummary | None:
+        """The document into the outbox, whichever backend made it: this process is the only one writing there. The
+        summary then names the files written and the seconds it took; None when they could not be written."""
         try:
-            write_outputs(self.spool.outbox, done.job.name, done.document or {}, self.config.output.markdown)
+            started = time.perf_counter()
+            written = write_outputs(self.spool.outbox, done.job.name, done.document, self.config.output.markdown)
         except StorageError as exc:
             self.storage.report(str(exc))
             self.file_queue.settle(done.job, ErrorInfo.of(exc), host_fault=True)
-            return False
+            return None
         except OutputError as exc:
             self.reporter.record_verdict(self.file_queue.settle(done.job, ErrorInfo.of(exc)), type(exc).__name__)
-            return False
-        return True
+            return None
+        outputs = tuple(str(path.relative_to(self.spool.outbox)) for path in written)
+        timings = {**done.summary.timings, "write": round(time.perf_counter() - started, 3)}
+        return replace(done.summary, outputs=outputs, timings=timings)
 
     # ----- intake --------------------------------------------------------------------------------
     def _ready_names(self) -> list[str]:
@@ -288,20 +294,14 @@ class Supervisor:
         """Everything before READY: folders, plan, model identity, crash recovery, backlog scan."""
         self.spool.prepare()
         cpus = available_cpus()
-        tuned = read_tuned(self.spool.state) if self.config.workers.count == self.config.workers.threads == "auto" else None
-        plan = plan_workers(self.config.workers, cpus, tuned[0] if tuned else None)
-        if tuned and plan == tuned[0]:
-            self.config.model.n_batch = tuned[1]
-            logger.info("using the tuned split from {}: {} x {}, n_batch {}", self.spool.state / TUNED_FILE,
-                        plan.count, plan.threads, tuned[1])
+        plan = host_plan(self.config, cpus)
         model = self.factory.describe(self.config)
         self.reporter.plan, self.reporter.model = plan, model
-        thresholds = read_thresholds(self.spool.state, model.sha256, self.config.enrichment)
+        thresholds, version = in_force(self.config, model)
         if thresholds is None and (self.spool.state / SATISFACTION_FILE).exists():
             logger.warning("{}: satisfaction thresholds ignored (damaged, or fitted for another model or question); "
                            "scores are rounded expectations until `enrichd calibrate --write` is run again",
                            self.spool.state / SATISFACTION_FILE)
-        version = prompt_version(self.config.enrichment, thresholds)
         if self.config.metrics.enabled:
             self.reporter.metrics = Metrics(self.config.metrics.file or self.spool.state / METRICS_FILE, model, version)
             if self.config.metrics.listen:

@@ -232,9 +232,12 @@ def test_the_real_enrichd_worker_with_the_real_test_model_enriches_a_call(spool,
 
 def test_a_forged_result_of_the_wrong_shape_fails_that_attempt_only_and_the_file_is_enriched_after(spool, redis):
     """Results stored under the task ids the supervisor will use, before it publishes: one is not a document at
-    all, one lacks its summary. Each is that file's failed attempt; the retry runs on the real worker."""
+    all, one lacks its summary, one is well formed but another file's output. Each is that file's failed attempt;
+    the retry runs on the real worker."""
     import hashlib
 
+    from daemon.engine import EngineStats
+    from daemon.messages import Done, Job, JobSummary, to_wire
     from daemon.pipeline import prompt_version
     from daemon.remote.app import job_id, make_app, task_id
     from tests.fakes import describe_fake
@@ -242,18 +245,24 @@ def test_a_forged_result_of_the_wrong_shape_fails_that_attempt_only_and_the_file
     path, config = spool(celery_config(redis, queue={"backoff_seconds": 0.2}))
     app = make_app(config)
     identity, version = describe_fake(config).identity, prompt_version(config.enrichment, None)
-    forged = {"call-a.txt": "not a result", "call-b.txt": {"status": "done", "document": {}}}
+    digest = hashlib.sha256(TRANSCRIPT.format(marker="").encode()).hexdigest()
+    other_file = {"source": {"file": "someone-else.txt", "sha256": digest},
+                  "provenance": {"model": {"sha256": identity}, "prompt_version": version}}
+    summary = JobSummary(("call-d.enriched.json",), {}, 1, {}, EngineStats(), None)
+    forged = {"call-a.txt": "not a result", "call-b.txt": {"status": "done", "document": {}},
+              "call-d.txt": to_wire(Done(0, Job("call-d.txt", 1), summary, other_file))}
     for name, payload in forged.items():
-        digest = hashlib.sha256(TRANSCRIPT.format(marker="").encode()).hexdigest()
         app.backend.store_result(task_id(job_id(name, digest, identity, version), 1), payload, "SUCCESS")
     with celery_worker(path), running_daemon(path) as daemon:
         for name in (*forged, "call-c.txt"):
             drop(config.paths.inbox, name)
-        wait_for(lambda: len(outputs(config.paths.outbox)) == 3 and not any(config.paths.processing.iterdir()), 120,
-                 what="three outputs")
+        wait_for(lambda: len(outputs(config.paths.outbox)) == 4 and not any(config.paths.processing.iterdir()), 120,
+                 what="four outputs")
         assert daemon.poll() is None
     log = daemon_log(path)
     assert log.count("MalformedResult") == 2 and "retry call-a.txt" in log and "retry call-b.txt" in log
+    assert "MismatchedResult" in log and "it names another file ('someone-else.txt')" in log and "retry call-d.txt" in log
+    assert json.loads((config.paths.outbox / "call-d.enriched.json").read_text())["source"]["file"] == "call-d.txt"
     assert not any(config.paths.failed.iterdir())
     for name in (*forged, "call-c.txt"):
         assert log.count(f"done {name}") == 1

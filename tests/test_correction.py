@@ -11,7 +11,6 @@ from daemon.config import CorrectionConfig
 from daemon.correction import Corrector
 from daemon.correction.rewrite import Rewriter, _batch_prompt, _line_spans, check_correction, parse_numbered_answer
 from daemon.engine import Completion, EngineStats
-from daemon.model_store import ModelInfo
 from daemon.prompts import DEFAULTS, Prompts
 from daemon.transcript import Segment
 

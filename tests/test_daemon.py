@@ -344,7 +344,7 @@ def test_files_in_nested_folders_are_taken_when_recursive_and_their_folders_mirr
 
 
 def test_satisfaction_thresholds_are_used_only_for_the_model_and_question_they_were_fitted_with(spool):
-    from daemon.metadata import write_thresholds
+    from daemon.calibration import write_thresholds
     from tests.fakes import describe_fake
 
     path, config = spool({"workers": {"count": 1, "threads": 1}})

@@ -199,3 +199,16 @@ def test_a_read_error_is_not_a_transcript_error_so_it_is_retried(tmp_path, monke
         with pytest.raises(OSError) as caught:
             parse(path)
     assert not isinstance(caught.value, TranscriptError) and caught.value.errno == errno.EIO
+
+
+def test_a_new_format_cannot_be_half_added_the_schema_and_the_default_extensions_know_every_reader():
+    """The two places a new reader must also be named (issue: "hidden steps"): the output schema's format enum, or
+    every output of that format fails validation; queue.extensions' default, or no file of it is ever taken."""
+    from daemon.config import QueueConfig
+    from daemon.formats import EXTENSION_FORMATS, JSON_FORMATS, TEXT_FORMATS
+    from daemon.schema import output_schema
+
+    produced = {fmt for fmt, _, _ in JSON_FORMATS} | set(TEXT_FORMATS)
+    enum = set(output_schema()["properties"]["source"]["properties"]["format"]["enum"])
+    assert produced <= enum, f"add {sorted(produced - enum)} to the format enum of daemon/enriched.schema.json"
+    assert set(EXTENSION_FORMATS) | {".json"} <= set(QueueConfig().extensions), "add the extension to queue.extensions"

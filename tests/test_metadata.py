@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import pytest
 
@@ -182,6 +182,12 @@ def test_bullets_filtered_deduplicated_and_bounded():
         validate_bullets("- un point\n- deux points", SOURCE, CONFIG)
 
 
+def test_a_bullet_marker_nested_after_a_label_or_another_marker_is_taken_off():
+    answer = "- Motif : fièvre de l'enfant\n- Conseils : - Surveiller la fièvre\n- - Rappeler si elle monte\n  - Donner à boire"
+    assert validate_bullets(answer, SOURCE, CONFIG) == ["Motif : fièvre de l'enfant", "Conseils : Surveiller la fièvre",
+                                                        "Rappeler si elle monte", "Donner à boire"]
+
+
 def test_bullets_that_narrate_turns_are_dropped_and_the_retry_asks_for_facts():
     narrating = ["medecin: bonjour je suis le docteur", "Agent : Bonjour", "L'appel commence par « allo »",
                  "Le patient répond avec « oui »", "Client répond « merci beaucoup docteur »"]
@@ -292,24 +298,47 @@ def test_satisfaction_probabilities_with_the_test_model_and_the_cache_left_consi
     assert after.evaluated_tokens < after.prompt_tokens - engine.count_tokens(DIALOGUE)
 
 
-def test_the_summary_is_the_answer_begun_with_the_caller_frame():
-    """"Appel de ...": the summary's first words name the caller, so the model cannot make the agent the caller."""
+def test_the_summary_opens_with_the_caller_judged_for_whom_they_call():
+    """"Appel d'une mère pour son fils": the relation is the model's choice among the prompt set's, the caller its
+    converse, a woman's or a man's word by how the agent addresses the caller, neutral when nothing says."""
     from tests.fakes import FakeEngine
 
-    class Begun(FakeEngine):
+    class Judging(FakeEngine):
         prompts_begun: list[str] = []
+
+        def choose(self, prompt: str, options: Sequence[str]) -> list[float]:
+            if prompt.endswith(PROMPTS.caller_answer):
+                return [-0.1 if option == "son fils" else -5.0 for option in options]
+            return super().choose(prompt, options)
 
         def complete(self, prompt: str, **kwargs: Any) -> Completion:
             self.prompts_begun.append(prompt)
-            if prompt.endswith("Appel de"):
-                return Completion(" la mère d'un enfant de trois ans fiévreux ; un médecin de garde est envoyé.",
-                                  10, 1, 12, 0.0, "stop")
+            if "Appel d" in prompt[-40:]:
+                return Completion(" de trois ans fiévreux ; un médecin de garde est envoyé.", 10, 1, 12, 0.0, "stop")
             return super().complete(prompt, **kwargs)
 
-    engine = Begun()
-    result = MetadataWriter(engine, MetadataConfig(), PROMPTS).write(DIALOGUE)
-    assert result.values["summary"] == "Appel de la mère d'un enfant de trois ans fiévreux ; un médecin de garde est envoyé."
-    assert any(p.endswith("Appel de") and "<transcription>" in p for p in engine.prompts_begun)
+    for dialogue, opening in ((DIALOGUE, "Appel d'un parent pour son fils"),
+                              (DIALOGUE.replace("quel âge", "madame, quel âge"), "Appel d'une mère pour son fils"),
+                              (DIALOGUE.replace("quel âge", "monsieur, quel âge"), "Appel d'un père pour son fils")):
+        engine = Judging()
+        result = MetadataWriter(engine, MetadataConfig(), PROMPTS).write(dialogue)
+        assert result.values["summary"] == f"{opening} de trois ans fiévreux ; un médecin de garde est envoyé."
+        assert any(p.endswith(opening) and "<transcription>" in p for p in engine.prompts_begun)
+    english = Prompts(**DEFAULTS["en"])
+    assert MetadataWriter(Judging(), MetadataConfig(), english).opening("x", "madame") == english.summary_answer == ""
+
+
+def test_the_test_model_judges_for_whom_among_the_relations():
+    from daemon.caller import relations
+
+    engine = small_engine(2048)
+    writer = MetadataWriter(engine, QUICK, PROMPTS)
+    opening = writer.opening(writer.context(DIALOGUE, MetadataResult({}, {})), DIALOGUE)
+    concerned = {r.concerned for r in relations(PROMPTS.relations)}
+    assert opening.startswith("Appel d") and any(opening.endswith(f" pour {c}") for c in concerned), opening
+
+
+def test_french_elision_where_the_frame_meets_the_caller():
     assert [contracted(t) for t in ("Appel de une mère", "Appel de un homme de 60 ans", "Appel de le frère",
                                     "Appel de la sœur de une amie")] == \
         ["Appel d'une mère", "Appel d'un homme de 60 ans", "Appel du frère", "Appel de la sœur de une amie"]

@@ -11,7 +11,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, running_daemon, wait_for
-from tests.test_daemon import TRANSCRIPT, drop, outputs
+from tests.test_daemon import drop, outputs
 
 SYSTEMD = ROOT / "systemd"
 

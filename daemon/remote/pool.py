@@ -26,11 +26,13 @@ from typing import Any
 from loguru import logger
 
 from daemon.config import Config
-from daemon.errors import PoolUnavailable, TranscriptError
+from daemon.errors import PoolUnavailable, TranscriptError, WireError
 from daemon.formats.reading import read_input
-from daemon.messages import Done, ErrorInfo, Event, Failed, Job, JobSummary, Lost, SlotStatus, WorkerState
+from daemon.messages import (Done, ErrorInfo, Event, Failed, Job, Lost, SlotStatus, TaskMessage, WorkerState,
+                             from_wire, to_wire)
 from daemon.model_store import ModelInfo
 from daemon.names import shown
+from daemon.output import not_of_job
 from daemon.remote.app import TASK, endpoints, job_id, make_app, redacted, task_id
 from daemon.spool import Spool
 
@@ -44,7 +46,7 @@ RUNNING = ("STARTED", "PROGRESS")
 class Task:
     job: Job
     id: str
-    message: dict[str, Any]
+    message: TaskMessage
     published: float = field(default_factory=time.monotonic)
     started: bool = False
     host: str | None = None
@@ -134,11 +136,10 @@ class CeleryPool:
         except (TranscriptError, OSError) as exc:
             self.ended.append(Failed(0, job, ErrorInfo.of(exc), permanent=isinstance(exc, TranscriptError)))
             return
-        digest = hashlib.sha256(data).hexdigest()
-        message = {"name": job.name, "attempt": job.attempt, "claimed": job.claimed, "sha256": digest,
-                   "data": base64.b64encode(data).decode("ascii"), "model_identity": self.model.identity,
-                   "prompt_version": self.prompt_version}
-        task = Task(job, task_id(job_id(job.name, digest, self.model.identity, self.prompt_version), job.attempt), message)
+        message = TaskMessage(job, hashlib.sha256(data).hexdigest(), base64.b64encode(data).decode("ascii"),
+                              self.model.identity, self.prompt_version)
+        task = Task(job, task_id(job_id(job.name, message.sha256, self.model.identity, self.prompt_version), job.attempt),
+                    message)
         try:
             state = self.app.AsyncResult(task.id).state
             if state == "PENDING":
@@ -154,7 +155,7 @@ class CeleryPool:
 
     def _publish(self, task: Task) -> None:
         logger.debug("{}: published as task {}", shown(task.job.name), task.id)
-        self.app.send_task(TASK, kwargs=task.message, task_id=task.id, queue=self.config.celery.queue,
+        self.app.send_task(TASK, kwargs=to_wire(task.message), task_id=task.id, queue=self.config.celery.queue,
                            time_limit=self.config.workers.job_timeout_seconds)
         task.published = time.monotonic()
 
@@ -201,18 +202,25 @@ class CeleryPool:
         return found
 
     def _ended(self, task: Task, payload: Any) -> Event:
-        """The task's result as an event; a result of any other shape is that file's (transient) failure."""
+        """The task's result as an event for the job the supervisor sent (whatever job the result names); a result
+        of any other shape, or a document that is not this job's output (other bytes, another file, another model
+        or prompts), is that file's (transient) failure."""
         del self.tasks[task.id]
         try:
-            if payload.get("status") == "done":
-                summary = JobSummary.from_dict(payload["summary"])
-                if not isinstance(payload["document"], dict):
-                    raise TypeError("the document is not an object")
-                return Done(0, task.job, summary, payload["document"])
-            return Failed(0, task.job, ErrorInfo(**payload["error"]), permanent=bool(payload.get("permanent")))
-        except Exception as exc:  # whatever shape a result has, it must not reach past this file
-            problem = f"task {task.id} returned a result of an unexpected shape ({type(exc).__name__}: {exc})"
+            outcome = from_wire(payload)
+            if not isinstance(outcome, (Done, Failed)) or outcome.job.name != task.job.name:
+                raise WireError(f"a result for {shown(getattr(getattr(outcome, 'job', None), 'name', '?'))[:80]!r}")
+        except WireError as exc:
+            problem = f"task {task.id} returned a result of an unexpected shape ({exc})"
             return Failed(0, task.job, ErrorInfo("MalformedResult", problem[:500], None, task.pid), permanent=False)
+        if isinstance(outcome, Failed):
+            return Failed(0, task.job, outcome.error, permanent=bool(outcome.permanent))
+        problem = "the document is not an object" if not isinstance(outcome.document, dict) else not_of_job(
+            outcome.document, task.job.name, task.message.sha256, self.model.identity, self.prompt_version)
+        if problem:
+            return Failed(0, task.job, ErrorInfo("MismatchedResult", f"task {task.id}: {problem}", None, task.pid),
+                          permanent=False)
+        return Done(0, task.job, outcome.summary, outcome.document)
 
     def _forget(self, result: Any) -> None:
         try:

@@ -17,22 +17,19 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, TextIO
 
 from loguru import logger
 
-from daemon.cache import Cache, cache_path
 from daemon.config import Config
 from daemon.engine import EngineFactory
-from daemon.errors import EnrichdError, TranscriptError
-from daemon.formats import parse_bytes
-from daemon.logs import setup_logging
-from daemon.messages import ErrorInfo, Job, JobSummary
-from daemon.metadata import read_thresholds
+from daemon.errors import EnrichdError, WireError
+from daemon.job import run_job
+from daemon.messages import Done, ErrorInfo, Failed, Job, TaskMessage, from_wire, to_wire
 from daemon.names import shown
-from daemon.output import output_names
-from daemon.pipeline import EnrichContext, enrich, prompt_version
+from daemon.pipeline import EnrichContext
+from daemon.worker_setup import open_context
 
 RESULT_KEY = "enrichd:result:{}"
 SLOTS_DIR = "celery-slots"
@@ -72,13 +69,9 @@ def claim_cpu_set(config: Config, cpu_sets: list[list[int]]) -> tuple[int, TextI
 def set_up_child(config: Config, factory: EngineFactory, cpu_sets: list[list[int]]) -> Child:
     slot, lock = claim_cpu_set(config, cpu_sets)
     cpus = tuple(cpu_sets[slot])
-    os.sched_setaffinity(0, cpus)
-    setup_logging(config.logging, process=f"worker-{slot}")
     started = time.perf_counter()
-    model = factory.describe(config)
-    engine, scorer = factory.load_all(config, len(cpus))
-    cache = Cache(cache_path(config)) if config.cache.enabled else None
-    context = EnrichContext(config, model, lambda: engine, cache, (lambda: scorer) if scorer else None)
+    context, _ = open_context(config, factory, cpus, process=f"worker-{slot}")
+    model = context.model
     logger.info("worker child {} (pid {}) on CPUs {}: model {}{} loaded in {:.1f} s", slot, os.getpid(),
                 ",".join(map(str, cpus)), model.name, f" and scorer {model.scorer.name}" if model.scorer else "",
                 time.perf_counter() - started)
@@ -90,44 +83,46 @@ def short_identity(identity: str) -> str:
     return "+".join(part[:12] for part in identity.split("+"))
 
 
-def failure(exc: BaseException, permanent: bool) -> dict[str, Any]:
-    return {"status": "failed", "permanent": permanent, "error": ErrorInfo.of(exc).as_dict()}
-
-
-def run_job(child: Child, message: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
-    """One job, from its message to the result the supervisor writes: the document, or why it failed."""
-    name = message["name"]
-    dispatch = Job(name, message["attempt"], message.get("claimed", 0.0)).dispatch_seconds()
-    data = base64.b64decode(message["data"])
-    if hashlib.sha256(data).hexdigest() != message["sha256"]:
-        return failure(EnrichdError(f"{name}: its bytes do not match their sha256 (damaged in transit)"), False)
-    expected = (message["model_identity"], message["prompt_version"])
-    thresholds = read_thresholds(child.config.paths.state, child.context.model.sha256, child.config.enrichment)
-    here = (child.model_identity, prompt_version(child.config.enrichment, thresholds))
-    if expected != here:
-        return failure(EnrichdError(f"{name}: this worker on {child.host} runs model {short_identity(here[0])} with "
-                                    f"prompts {here[1]}, the job was sent for model {short_identity(expected[0])} with "
-                                    f"prompts {expected[1]}"),
-                       False)
+def run_task(child: Child, message: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    """One task, from its message to the result the supervisor checks and writes (both `messages.to_wire`): the
+    document, or why it failed. The job itself is the local worker's (job.run_job); a fault of this host's folders
+    is a plain retry here, not a reason for the supervisor to pause its own intake."""
     try:
-        started = time.perf_counter()
-        transcript = parse_bytes(data, shown(name), child.config.queue.limits)
-        output = enrich(transcript, child.context, time.perf_counter() - started, progress, dispatch)
-    except TranscriptError as exc:
-        return failure(exc, True)
-    except Exception as exc:  # anything else is this job's transient failure, not the child's end
-        return failure(exc, False)
-    summary = JobSummary.of(output, (output_names(name)[0],), 0.0)
-    return {"status": "done", "document": output,
-            "summary": {**summary.as_dict(), "host": child.host, "pid": os.getpid()}}
+        task = from_wire(message)
+        if not isinstance(task, TaskMessage):
+            raise WireError(f"a {message.get('kind')} message sent as a task")
+    except WireError as exc:
+        return to_wire(Failed(0, Job("?", 0), ErrorInfo.of(exc), permanent=False))
+    job, name = task.job, shown(task.job.name)
+
+    def failed(problem: str) -> dict[str, Any]:
+        return to_wire(Failed(0, job, ErrorInfo.of(EnrichdError(f"{name}: {problem}")), permanent=False))
+
+    try:
+        data = base64.b64decode(task.data, validate=True)
+    except ValueError:
+        return failed("its data is not base64 (damaged in transit)")
+    if hashlib.sha256(data).hexdigest() != task.sha256:
+        return failed("its bytes do not match their sha256 (damaged in transit)")
+    if task.prompt_version != child.context.prompt_version:
+        child.context.refresh()  # recalibrated since this child started: it enriches with what it checks
+    here = (child.model_identity, child.context.prompt_version)
+    if (task.model_identity, task.prompt_version) != here:
+        return failed(f"this worker on {child.host} runs model {short_identity(here[0])} with prompts {here[1]}, the "
+                      f"job was sent for model {short_identity(task.model_identity)} with prompts {task.prompt_version}")
+    outcome = run_job(job, data, child.context, progress)
+    if isinstance(outcome, Done):
+        outcome = replace(outcome, summary=replace(outcome.summary, host=child.host, pid=os.getpid()))
+    else:
+        outcome = replace(outcome, host_fault=False)
+    return to_wire(outcome)
 
 
 def first_result(client: Any, task: str, result: dict[str, Any], keep_seconds: int) -> dict[str, Any]:
     """Keep `result` as the job's result unless an earlier run of the same task kept one: that one wins."""
     if client.set(RESULT_KEY.format(task), json.dumps(result), nx=True, ex=keep_seconds):
         return result
-    logger.warning("{}: a second run of task {} finished; its result is dropped, the first one stands",
-                   result.get("summary", {}).get("outputs", ["?"])[0], task)
+    logger.warning("a second run of task {} finished; its result is dropped, the first one stands", task)
     return json.loads(client.get(RESULT_KEY.format(task)))
 
 

@@ -1,6 +1,7 @@
 """`enrichd worker`: a Celery worker on any host, one prefork child per planned worker slot.
 
-The plan is the daemon's own (`workers.count` x `workers.threads`, oversubscription refused); each child
+The plan is the daemon's own (`workers.count` x `workers.threads`, oversubscription refused, or with
+`workers: auto` the split `enrichd tune --write` measured on this host, as the local pool takes it); each child
 pins itself to its CPU set and loads its model after the fork (tasks.py). The parent only consumes the
 queue: it never loads a model.
 """
@@ -14,12 +15,12 @@ from typing import Any
 from loguru import logger
 
 from daemon.config import Config
-from daemon.cpus import available_cpus, plan_workers
+from daemon.cpus import available_cpus, host_plan
 from daemon.engine import EngineFactory
 from daemon.logs import setup_logging
 from daemon.remote.app import TASK, endpoints, make_app, redacted
 from daemon.messages import throttled
-from daemon.remote.tasks import Child, earlier_result, first_result, run_job, set_up_child
+from daemon.remote.tasks import Child, earlier_result, first_result, run_task, set_up_child
 
 _child: Child | None = None
 
@@ -29,7 +30,7 @@ def run_worker(config: Config, factory: EngineFactory) -> int:
 
     setup_logging(config.logging, process="celery-worker")
     cpus = available_cpus()
-    plan = plan_workers(config.workers, cpus)
+    plan = host_plan(config, cpus)
     app = make_app(config)
     keep_seconds = int(config.celery.result_expires_days * 86400)
 
@@ -38,13 +39,12 @@ def run_worker(config: Config, factory: EngineFactory) -> int:
         client = self.backend.client
         found = earlier_result(client, self.request.id)
         if found is not None:
-            logger.warning("{}: task {} delivered again after it finished; the kept result stands", message["name"],
-                           self.request.id)
+            logger.warning("task {} delivered again after it finished; the kept result stands", self.request.id)
             return found
         assert _child is not None
         meta = {"host": _child.host, "pid": os.getpid()}
         report = throttled(lambda text: self.update_state(state="PROGRESS", meta={**meta, "progress": text}))
-        return first_result(client, self.request.id, run_job(_child, message, report), keep_seconds)
+        return first_result(client, self.request.id, run_task(_child, message, report), keep_seconds)
 
     @worker_process_init.connect
     def set_up(**_: Any) -> None:

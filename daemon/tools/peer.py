@@ -24,7 +24,6 @@ from daemon.config import Config
 from daemon.engine import Completion, EngineStats
 from daemon.formats import parse
 from daemon.language import detect_language
-from daemon.messages import ProgressReport
 from daemon.prompts import fenced, prompt_set
 
 CORRECT = {

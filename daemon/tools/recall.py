@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from daemon.config import Config
 from daemon.correction import Corrector, SegmentCorrection, confusion_sets

@@ -77,7 +77,7 @@ def invented(output_text: str, transcript: str, title: str = "") -> list[str]:
         parts = [p for p in re.split(r"['’-]", token.lower()) if p]
         return token.lower() not in source and not all(p in source for p in parts)
 
-    for sentence in re.split(r"(?<=[.!?])\s+|\n", output_text):
+    for sentence in re.split(r"(?<=[.!?:])\s+|\n", output_text):  # "Motif : Enfant ...": a word after a label opens
         for token in re.findall(r"[\w'’-]+", sentence)[1:]:
             if token[:1].isupper() and not token.isdigit() and absent(token):
                 missing.append(token)

@@ -1,0 +1,34 @@
+"""One job, whatever the backend: the input's bytes (read from processing/ by a local worker, or received with
+a Celery task) to the enriched document, or the reason it failed. The document is not written here: the
+supervisor writes every output, after checking it is this job's (output.not_of_job)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from daemon.errors import StorageError, TranscriptError
+from daemon.formats import parse, parse_bytes
+from daemon.messages import Done, ErrorInfo, Failed, Job, JobSummary, ProgressReport
+from daemon.names import shown
+from daemon.output import output_names
+from daemon.pipeline import EnrichContext, enrich
+
+
+def run_job(job: Job, source: Path | bytes, context: EnrichContext, progress: ProgressReport,
+            worker: int = 0) -> Done | Failed:
+    """The content's faults (TranscriptError) are permanent; a folder the daemon cannot write is the host's
+    fault; anything else is this job's transient failure, never the worker's end."""
+    name = shown(job.name)
+    limits = context.config.queue.limits
+    try:
+        started = time.perf_counter()
+        transcript = parse(source, limits, name) if isinstance(source, Path) else parse_bytes(source, name, limits)
+        output = enrich(transcript, context, time.perf_counter() - started, progress, job.dispatch_seconds())
+    except TranscriptError as exc:
+        return Failed(worker, job, ErrorInfo.of(exc), permanent=True)
+    except StorageError as exc:
+        return Failed(worker, job, ErrorInfo.of(exc), permanent=False, host_fault=True)
+    except Exception as exc:  # anything else is this job's transient failure, not the worker's end
+        return Failed(worker, job, ErrorInfo.of(exc), permanent=False)
+    return Done(worker, job, JobSummary.of(output, (output_names(job.name)[0],), 0.0), output)
