@@ -1,6 +1,6 @@
 """One job, whatever the backend: the input's bytes (read from processing/ by a local worker, or received with
 a Celery task) to the enriched document, or the reason it failed. The document is not written here: the
-supervisor writes every output, after checking it is this job's (output.not_of_job)."""
+supervisor writes every output (a Celery result is first checked against its job, output.not_of_job)."""
 
 from __future__ import annotations
 
