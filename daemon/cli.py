@@ -45,8 +45,16 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from daemon.permissions import exposure
+    from daemon.secrets import redacted
+
     config = _validated(args.file or args.config)
-    print(yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True), end="")
+    shown = config_to_dict(config)
+    for key in ("broker_url", "result_backend"):
+        shown["celery"][key] = shown["celery"][key] and redacted(shown["celery"][key])
+    print(yaml.safe_dump(shown, sort_keys=False, allow_unicode=True), end="")
+    for problem in exposure(config):
+        print(f"warning: {problem}", file=sys.stderr)
     return EXIT_OK
 
 

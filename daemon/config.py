@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 
 from daemon.errors import ConfigError
+from daemon.secrets import yaml_problem
 
 CONFIG_ENV = "ENRICHD_CONFIG"
 MAX_INPUT_BYTES = 20_000_000
@@ -87,10 +88,14 @@ class CeleryConfig:
     broker_url: str = "redis://127.0.0.1:6379/0"
     result_backend: str | None = None
     credentials_file: Path | None = None
+    # for rediss:// URLs: the CA that signed the broker's certificate (None: the system's), and this host's own
+    # certificate and key where the broker asks clients for one (tls-auth-clients yes)
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     queue: str = "enrichd"
     visibility_timeout_seconds: float = _field(7200.0, 1)
     republish_seconds: float = _field(300.0, 1)
-    result_expires_days: float = _field(7.0, 0.01)
 
 
 @dataclass
@@ -323,7 +328,8 @@ def parse_config(data: Any, source: str = "<config>", base: Path | None = None) 
     config.enrichment.correction.model = _resolve(config.enrichment.correction.model, base)
     config.logging.file = _resolve(config.logging.file, base)
     config.metrics.file = _resolve(config.metrics.file, base)
-    config.celery.credentials_file = _resolve(config.celery.credentials_file, base)
+    for key in ("credentials_file", "tls_ca_file", "tls_cert_file", "tls_key_file"):
+        setattr(config.celery, key, _resolve(getattr(config.celery, key), base))
     return config
 
 
@@ -344,7 +350,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(str(chosen), [f"invalid YAML: {exc}"]) from exc
+        raise ConfigError(str(chosen), [yaml_problem(exc)]) from None
     config = parse_config(data, str(chosen), chosen.resolve().parent)
     config.source = chosen
     return config

@@ -20,6 +20,10 @@ HUMAN_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {process.id} | {m
 GGML_LEVELS = {0: "INFO", 1: "TRACE", 2: "DEBUG", 3: "WARNING", 4: "ERROR"}
 GGML_CONT = 5
 
+# every event is one line, whatever its arguments hold (a name that slipped past `names.shown`, a library's
+# multi-line error): a newline in a message would forge the next line of the human format
+ONE_LINE = str.maketrans({"\n": "\\n", "\r": "\\r", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
 _stderr: TextIO | None = None
 _llama_state: dict[str, Any] = {"level": "DEBUG", "buffer": "", "callback": None}
 
@@ -34,13 +38,17 @@ def _stderr_copy() -> TextIO:
 def setup_logging(config: LoggingConfig, process: str = "main") -> None:
     """Replace loguru's default sink with the configured ones. Safe to call again (SIGHUP reopen)."""
     logger.remove()
-    logger.configure(extra={"process_role": process})
+    logger.configure(extra={"process_role": process}, patcher=_one_line)
     logger.add(_stderr_copy(), level=config.level, serialize=config.json,
                format=HUMAN_FORMAT, backtrace=False, diagnose=False, enqueue=False)
     if config.file is not None:
         config.file.parent.mkdir(parents=True, exist_ok=True)
         logger.add(str(config.file), level=config.level, serialize=config.json, format=HUMAN_FORMAT,
                    rotation=config.rotation, retention=config.retention, backtrace=False, diagnose=False)
+
+
+def _one_line(record: Any) -> None:
+    record["message"] = record["message"].translate(ONE_LINE)
 
 
 def _on_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:

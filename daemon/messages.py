@@ -100,6 +100,7 @@ class JobSummary:
     cache: dict[str, dict[str, int]] = field(default_factory=dict)
     host: str | None = None
     pid: int | None = None
+    resolution: str | None = None  # the call record's, for the metrics
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for a JSON transport."""
@@ -114,8 +115,10 @@ class JobSummary:
         stats = output["stats"]
         counts = EngineStats.of_tokens(stats["tokens"], stats.get("model_calls", 0))
         timings = {**output["timings"], "write": round(write_seconds, 3)}
+        record = (output.get("metadata") or {}).get("record") or {}
         return cls(outputs, timings, len(output["segments"]), stats.get("segments", {}), counts,
-                   stats.get("cache"), stats.get("cache_hits_misses", {}))
+                   stats.get("cache"), stats.get("cache_hits_misses", {}),
+                   resolution=(record.get("resolution") or {}).get("value"))
 
 
 @dataclass(frozen=True)

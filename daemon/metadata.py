@@ -7,7 +7,8 @@ with its reason, never an invented value. Transcripts longer than the context ar
 chunks first (map-reduce), and the four tasks then read the chunk summaries. The summary's first words are
 judged, not written, where the language has relations to judge among (caller.py). The satisfaction score
 is not written but read: the model's probabilities for the answers 1 to 5, in one pass; its justification
-is the scored answer continued ("Note : 4/5, car ..."), refused when it says the opposite of the score.
+is the scored answer continued ("Note : 4/5, car ..."), refused when it says the opposite of the score. Whether
+the call was resolved is read the same way, from the probabilities of three answers (for the call record).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from daemon.engine import Engine
 from daemon.errors import EngineError
 from daemon.messages import ProgressReport
 from daemon.prompts import Prompts, fenced
+from daemon.record import RESOLUTIONS
 from daemon.text import narrates, words
 BULLET = re.compile(r"^\s*(?:[-*•·–]|\d+[.)])\s*(.+)$")
 NESTED_MARKER = re.compile(r"^((?:[^:]{1,30}:\s*)?)[-*•·–]\s+")  # "- - Attendre", "- Conseils : - Attendre"
@@ -139,9 +141,7 @@ class Satisfaction:
 
     @classmethod
     def of(cls, logprobs: list[float]) -> "Satisfaction":
-        top = max(logprobs)
-        weights = [math.exp(lp - top) for lp in logprobs]
-        return cls(tuple(w / sum(weights) for w in weights))
+        return cls(normalised(logprobs))
 
     @property
     def expected(self) -> float:
@@ -153,6 +153,13 @@ class Satisfaction:
 
     def score(self, thresholds: tuple[float, ...] | None = None) -> int:
         return score_of(self.expected, thresholds)
+
+
+def normalised(logprobs: list[float]) -> tuple[float, ...]:
+    """Log-likelihoods of a set of answers as probabilities over that set."""
+    top = max(logprobs)
+    weights = [math.exp(lp - top) for lp in logprobs]
+    return tuple(w / sum(weights) for w in weights)
 
 
 def score_of(expected: float, thresholds: tuple[float, ...] | None = None) -> int:
@@ -341,6 +348,23 @@ class MetadataWriter:
         return {"score": score, "expected": round(reading.expected, 1), "confidence": round(reading.confidence, 3),
                 "probabilities": [round(p, 3) for p in reading.probabilities], "justification": justification}
 
+    def resolution(self, context: str, result: MetadataResult) -> dict[str, Any] | None:
+        """Resolved, partly or unresolved at the end of the call: the model's probabilities for the prompt set's
+        three answers after the question, in one pass over the cached transcript (record.py)."""
+        options = [option.strip() for option in self.prompts.resolution_options.split("|")]
+        if len(options) != len(RESOLUTIONS) or not all(options):
+            result.null_reasons["resolution"] = "resolution_options must list three answers: resolved | partly | unresolved"
+            return None
+        prompt = self.engine.render(self.prompts.metadata_system, self._user(context, self.prompts.resolution_question))
+        try:
+            probabilities = normalised(self.engine.choose(prompt + self.prompts.resolution_answer, options))
+        except EngineError as exc:
+            result.null_reasons["resolution"] = f"the answers could not be scored: {exc}"
+            return None
+        best = max(range(len(RESOLUTIONS)), key=probabilities.__getitem__)
+        return {"value": RESOLUTIONS[best], "confidence": round(probabilities[best], 3),
+                "probabilities": {name: round(p, 3) for name, p in zip(RESOLUTIONS, probabilities)}}
+
     def _budget(self) -> int:
         """Tokens of transcript one prompt may carry."""
         fixed = self.engine.count_tokens(self.prompts.metadata_system) + max(
@@ -404,4 +428,5 @@ class MetadataWriter:
                 result.null_reasons.pop(task, None)
             if self.progress:
                 self.progress(task)
+        result.values["resolution"] = self.resolution(context, result)
         return result

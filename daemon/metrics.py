@@ -29,6 +29,9 @@ class Metrics:
         self.registry = registry = CollectorRegistry()
         self.done = Counter("enrichd_files_done", "Files enriched: their output is in the outbox", registry=registry)
         self.failed = Counter("enrichd_files_failed", "Files moved to failed/, by error type", ["reason"], registry=registry)
+        self.resolutions = Counter("enrichd_calls_resolution", "Enriched calls by the call record's resolution "
+                                   "(resolved, partly, unresolved, or none when it could not be read)", ["resolution"],
+                                   registry=registry)
         self.retried = Counter("enrichd_files_retried", "Transient failures put back in the inbox to be retried",
                                registry=registry)
         self.files = Gauge("enrichd_files", "Files in each spool folder", ["folder"], registry=registry)
@@ -64,6 +67,7 @@ class Metrics:
 
     def record_done(self, summary: JobSummary) -> None:
         self.done.inc()
+        self.resolutions.labels(summary.resolution or "none").inc()
         self.last_output.set(time.time())
         for stage in STAGES:
             if stage in summary.timings:

@@ -61,6 +61,7 @@ def build_output(
             "summary": metadata.get("summary"),
             "satisfaction": metadata.get("satisfaction"),
             "bullet_points": metadata.get("bullets"),
+            "record": metadata.get("record"),
         },
         "provenance": provenance,
         "timings": {k: round(v, 3) for k, v in timings.items()},
@@ -94,6 +95,24 @@ def _clock(seconds: float | None) -> str:
     return f"{minutes:02d}:{rest:02d}"
 
 
+def _record_lines(record: dict[str, Any] | None) -> list[str]:
+    if not record:
+        return []
+    lines = ["## Call record", ""]
+    if record["reason"]:
+        lines.append(f"**Reason:** {record['reason']}  ")
+    if record["actions"]:
+        lines.append(f"**Actions:** {'; '.join(record['actions'])}  ")
+    resolution = record["resolution"]
+    if resolution:
+        lines.append(f"**Resolution:** {resolution['value']} (p = {resolution['confidence']})  ")
+    if record["next_steps"]:
+        lines.append(f"**Next steps:** {'; '.join(record['next_steps'])}  ")
+    if record["entities"]:
+        lines.append("**Entities:** " + ", ".join(f"{e['text']} (segment {e['segment']})" for e in record["entities"]))
+    return lines + [""]
+
+
 def render_markdown(output: dict[str, Any]) -> str:
     meta = output.get("metadata") or {}
     lines = [f"# {meta.get('title') or output['id']}", ""]
@@ -105,6 +124,7 @@ def render_markdown(output: dict[str, Any]) -> str:
         lines += [f"- {b}" for b in meta["bullet_points"]] + [""]
     if meta.get("summary"):
         lines += [meta["summary"], ""]
+    lines += _record_lines(meta.get("record"))
     lines += ["## Dialogue", ""]
     for segment in output["segments"]:
         if segment["text"].strip():

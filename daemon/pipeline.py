@@ -27,6 +27,7 @@ from daemon.metadata import MetadataWriter
 from daemon.model_store import ModelInfo
 from daemon.output import SegmentOutcome, build_output
 from daemon.prompts import LANGUAGES, prompt_set
+from daemon.record import call_record
 from daemon.transcript import Transcript
 
 
@@ -37,9 +38,10 @@ def correction_settings(config: CorrectionConfig) -> dict[str, Any]:
 
 
 def prompt_version(config: EnrichmentConfig, thresholds: tuple[float, ...] | None = None) -> str:
-    """Short hash of every prompt text, confusion set, generation parameter and calibration: changes whenever
-    outputs could."""
+    """Short hash of every enrichment setting (the language, prompt texts, confusion sets, generation parameters)
+    and the calibration: changes whenever outputs could."""
     material: dict[str, Any] = {
+        "language": config.language,
         "prompts": {lang: asdict(prompt_set(config, lang)) for lang in LANGUAGES},
         "correction": correction_settings(config.correction),
         "confusions": {lang: confusion_sets(config.correction, lang).digest for lang in LANGUAGES},
@@ -85,8 +87,10 @@ class EnrichContext:
         }
 
     def scope(self) -> str:
-        """What every cache key starts with: results depend on the model and on the prompts."""
-        return f"{self.model.identity}:{self.prompt_version}"
+        """What every cache key starts with: all a result depends on besides the transcript. The model, every
+        enrichment setting (the prompt version), the context size (it decides the windows a long call is read
+        in) and the daemon's version (its code decides the rest)."""
+        return f"{self.model.identity}:{self.prompt_version}:{self.config.model.n_ctx}:{__version__}"
 
 
 def _provenance(context: EnrichContext) -> dict[str, Any]:
@@ -175,10 +179,14 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
     }
     timings = {**waited, "parse": parse_seconds, "correction": t_correct, "metadata": t_meta,
                "total": time.perf_counter() - started + parse_seconds}
+    values = None
+    if enrichment.metadata.enabled:
+        lines = [(segment.index, text) for segment, text in zip(transcript.segments, texts) if text.strip()]
+        values = {**metadata["values"], "record": call_record(metadata["values"], prompts.record_labels, lines)}
     output = build_output(
         replace(transcript, language=language),
         [SegmentOutcome(c.text, c.status, [change.as_dict() for change in c.changes]) for c in corrections],
-        metadata["values"] if enrichment.metadata.enabled else None,
+        values,
         _provenance(context), timings, stats,
     )
     if cache is not None:

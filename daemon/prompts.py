@@ -6,6 +6,7 @@ re-reading them; the transcript is fenced as data so that what it says cannot be
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from daemon.config import EnrichmentConfig
@@ -67,6 +68,11 @@ DEFAULTS: dict[str, dict[str, str]] = {
             "déroulé des répliques : ni citation, ni « X dit », ni « l'appel commence »."
         ),
         "facts_only": "Important : chaque point est un fait de l'appel, jamais une réplique ni ce que quelqu'un dit.",
+        "record_labels": "Motif | Décision | Conseils",
+        "resolution_question": ("À la fin de l'appel, la demande de la personne qui téléphone est-elle résolue ? "
+                                "Réponds par « résolue », « en partie » ou « non résolue »."),
+        "resolution_answer": "Réponse : ",
+        "resolution_options": "résolue | en partie | non résolue",
         "stricter": "Important : reformule avec tes propres mots, ne recopie aucune phrase de la transcription et ne te répète pas.",
         "shorter": "Important : 8 mots au plus, un titre et non une phrase.",
         "chunk_summary": "Résume cette partie de l'appel en {max_words} mots au plus. Réponds uniquement par le résumé.",
@@ -102,8 +108,17 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "unhappy_words": ("dissatisfied, unsatisfied, unhappy, frustrated, angry, annoyed, upset, disappointed, complain, "
                           "complains, complaint, unresolved, not solved, worried, distressed, irritated"),
         "happy_words": "satisfied, happy, pleased, delighted, reassured, thanks, thank, grateful, solved, resolved, relieved",
-        "bullets": "Give 3 to 6 key points of the call, one per line, each starting with \"- \" and at most 25 words. Use your own words.",
+        "bullets": (
+            "Give 3 to 6 key facts of the call, one per line, each at most 25 words, in the form \"- Reason: ...\", "
+            "\"- Details: ...\", \"- Action: ...\", \"- Next steps: ...\". Facts in your own words, not the turns of the "
+            "dialogue: no quotes, no \"X says\"."
+        ),
         "facts_only": "Important: each point is a fact of the call, never a turn or what someone says.",
+        "record_labels": "Reason | Action | Next steps",
+        "resolution_question": ("By the end of the call, is the caller's request resolved? Answer \"resolved\", "
+                                "\"partly\" or \"unresolved\"."),
+        "resolution_answer": "Answer: ",
+        "resolution_options": "resolved | partly | unresolved",
         "stricter": "Important: use your own words, copy no sentence from the transcript, and do not repeat yourself.",
         "shorter": "Important: 8 words at most, a title, not a sentence.",
         "chunk_summary": "Summarise this part of the call in at most {max_words} words. Answer with the summary only.",
@@ -132,6 +147,10 @@ class Prompts:
     happy_words: str
     bullets: str
     facts_only: str
+    record_labels: str
+    resolution_question: str
+    resolution_answer: str
+    resolution_options: str
     stricter: str
     shorter: str
     chunk_summary: str
@@ -154,7 +173,12 @@ def unknown_prompt_keys(config: EnrichmentConfig) -> list[str]:
 
 
 FENCE_OPEN, FENCE_CLOSE = "<transcription>\n", "</transcription>"
+# a fence tag written inside the transcript, in any case and spacing: shown to the model with its brackets
+# turned into look-alikes, so that the transcript cannot end its own fence and speak after it
+FENCE_TAG = re.compile(r"<(\s*/?\s*transcription\b[^>]*)>", re.IGNORECASE)
 
 
 def fenced(dialogue: str) -> str:
-    return f"{FENCE_OPEN}{dialogue}\n{FENCE_CLOSE}"
+    """The dialogue as data: inside the fence, with no fence tag of its own."""
+    inside = FENCE_TAG.sub(lambda tag: f"‹{tag[1]}›", dialogue)
+    return f"{FENCE_OPEN}{inside}\n{FENCE_CLOSE}"

@@ -33,6 +33,7 @@ from daemon.messages import Done, ErrorInfo, Event, Failed, Fatal, Job, JobSumma
 from daemon.calibration import SATISFACTION_FILE
 from daemon.metrics import METRICS_FILE, Metrics
 from daemon.output import output_names, write_outputs
+from daemon.permissions import exposure
 from daemon.pipeline import in_force
 from daemon.intake import Intake, Settler, entry_problem
 from daemon.names import shown
@@ -326,6 +327,8 @@ class Supervisor:
             workers = f"{plan.count} worker(s) x {plan.threads} thread(s) on CPUs {','.join(map(str, cpus))}"
         logger.info("enrichd starting: {}, model {} ({}), inbox {}, {} file(s) waiting", workers, model.name,
                     model.sha256[:12], self.spool.inbox, len(self.candidates))
+        for problem in exposure(self.config):
+            logger.warning("access: {}", problem)
 
     def run(self) -> int:
         self.prepare()

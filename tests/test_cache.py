@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import sqlite3
@@ -78,6 +79,53 @@ def test_changing_the_model_or_a_prompt_changes_every_key(tmp_path):
     other_prompt = enrich(transcript("allo"), context(tmp_path, engines, prompts))
     assert other_prompt["stats"]["cache"] == "miss"
     assert prompt_version(parse_config(prompts).enrichment) != prompt_version(parse_config({}).enrichment)
+
+
+def leaf_settings(value: object, path: str = "") -> list[tuple[str, object]]:
+    """Every setting under a config dataclass, as (dotted name, value)."""
+    if dataclasses.is_dataclass(value):
+        return [leaf for f in dataclasses.fields(value) for leaf in leaf_settings(getattr(value, f.name), f"{path}{f.name}.")]
+    return [(path.rstrip("."), value)]
+
+
+def changed(name: str, value: object, folder: Path) -> object:
+    """Another valid value for a setting."""
+    confusions = folder / "more.yaml"
+    confusions.write_text("words:\n  homophones:\n    - [vert, verre]\n")
+    alternatives = {"language": "en", "correction.mode": "both", "correction.confusion_files": [str(confusions)],
+                    "correction.margins": {"words": 1.5}, "correction.min_similarity": 0.7,
+                    "prompts": {"fr.title": "Donne un titre."}}
+    if name in alternatives:
+        return alternatives[name]
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    return 0.5 if value is None else value + 0.25
+
+
+def nested(name: str, value: object) -> dict:
+    for part in reversed(name.split(".")):
+        value = {part: value}
+    return value  # type: ignore[return-value]
+
+
+def test_every_setting_that_changes_an_output_is_in_every_cache_key(tmp_path, monkeypatch):
+    """Each enrichment setting, the context size and the daemon's version: a change is a miss (the scorer's path
+    is not one: the scorer's sha256 is in the model identity)."""
+    base = context(tmp_path, [])
+    settings = [(name, v) for name, v in leaf_settings(base.config.enrichment) if name != "correction.model"]
+    assert len(settings) > 25
+    for name, value in settings:
+        (tmp_path / name).mkdir()
+        extra = {"enrichment": nested(name, changed(name, value, tmp_path / name))}
+        assert context(tmp_path / name, [], extra).scope() != base.scope(), name
+    assert context(tmp_path, [], {"model": {"n_ctx": 2048}}).scope() != base.scope()
+    engines: list[FakeEngine] = []
+    first = enrich(transcript("allo"), context(tmp_path, engines))
+    assert first["stats"]["cache"] == "miss"
+    monkeypatch.setattr("daemon.pipeline.__version__", "99.0.0")
+    assert enrich(transcript("allo"), context(tmp_path, engines))["stats"]["cache"] == "miss"
 
 
 def hammer(path: str, worker: int) -> None:

@@ -25,6 +25,35 @@ from tests.test_end_to_end import check_output, short_srt
 from tests.test_daemon import TRANSCRIPT, drop, outputs
 
 
+SIGNING_KEY = "test-signing-key-" + "k" * 32
+
+
+@pytest.fixture(autouse=True)
+def signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every daemon and worker these tests start signs with one key, as the hosts of one deployment do."""
+    monkeypatch.setenv("ENRICHD_CELERY_SIGNING_KEY", SIGNING_KEY)
+
+
+def transcript_left_in(redis: RedisServer, texts: list[str]) -> list[str]:
+    """The Redis keys whose value holds any of `texts` (or their base64), read with the type each key has."""
+    import base64
+
+    import redis as redis_client
+
+    client = redis_client.Redis.from_url(redis.url)
+    needles = [t.encode() for t in texts] + [base64.b64encode(t.encode()) for t in texts]
+    found = []
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key).decode()
+        values = {"string": lambda: [client.get(key)], "list": lambda: client.lrange(key, 0, -1),
+                  "hash": lambda: [v for pair in client.hgetall(key).items() for v in pair],
+                  "set": lambda: list(client.smembers(key)),
+                  "zset": lambda: client.zrange(key, 0, -1)}.get(kind, lambda: [])()
+        if any(needle in (value or b"") for value in values for needle in needles):
+            found.append(key.decode(errors="replace"))
+    return found
+
+
 @pytest.fixture
 def redis(tmp_path: Path) -> Iterator[RedisServer]:
     with RedisServer(tmp_path / "redis") as server:
@@ -68,6 +97,8 @@ def test_twenty_files_through_one_celery_worker_each_enriched_once_as_the_local_
                  what="twenty outputs")
     assert outputs(config.paths.outbox) == [n.replace(".txt", ".enriched.json") for n in names]
     assert sorted(p.name for p in config.paths.archive.iterdir()) == names
+    # settled jobs leave no transcript text in Redis: no result, no kept copy, no task copy in result metadata
+    assert transcript_left_in(redis, [TRANSCRIPT.format(marker=""), "ma box internet"]) == []
     log = daemon_log(path)
     # the wait from claim to the worker's start, measured across the broker: the first job waits at most for
     # the worker count to be read (every 10 s), the others for a free child
@@ -129,6 +160,27 @@ def test_a_worker_child_killed_mid_job_has_its_job_redelivered_and_done_once(spo
         wait_for(lambda: (config.paths.outbox / "slow.enriched.json").exists(), 90, what="output after redelivery")
     assert outputs(config.paths.outbox) == ["slow.enriched.json"]
     assert daemon_log(path).count("done slow.txt") == 1
+
+
+def test_a_worker_stopped_mid_job_hands_it_back_after_the_drain_and_another_worker_does_it_once(spool, redis):
+    """systemctl stop sends SIGTERM to the worker's main process: the running job gets workers.drain_seconds, then
+    goes back to the queue (not held for the whole job, nor left for the 2 h visibility timeout)."""
+    path, config = spool(celery_config(redis, celery={"visibility_timeout_seconds": 7200},
+                                       workers={"drain_seconds": 1}))
+    with running_daemon(path):
+        with celery_worker(path) as first:
+            drop(config.paths.inbox, "slow.txt", marker="SLOW-JOB")
+            child_on(config, "slow.txt")
+            stopped = time.monotonic()
+            first.send_signal(signal.SIGTERM)
+            first.wait(timeout=20)
+            stop_seconds = time.monotonic() - stopped
+        assert not (config.paths.outbox / "slow.enriched.json").exists()
+        with celery_worker(path, log="second.log"):
+            wait_for(lambda: (config.paths.outbox / "slow.enriched.json").exists(), 90, what="output from the second")
+    assert stop_seconds < 10, f"the stop took {stop_seconds:.1f} s: the job was waited for, not handed back"
+    assert outputs(config.paths.outbox) == ["slow.enriched.json"]
+    assert daemon_log(path).count("done slow.txt") == 1 and not any(config.paths.failed.iterdir())
 
 
 def test_a_whole_worker_lost_mid_job_is_noticed_without_the_visibility_timeout_and_every_job_done_once(spool, redis):
@@ -231,15 +283,17 @@ def test_the_real_enrichd_worker_with_the_real_test_model_enriches_a_call(spool,
 
 
 def test_a_forged_result_of_the_wrong_shape_fails_that_attempt_only_and_the_file_is_enriched_after(spool, redis):
-    """Results stored under the task ids the supervisor will use, before it publishes: one is not a document at
-    all, one lacks its summary, one is well formed but another file's output. Each is that file's failed attempt;
-    the retry runs on the real worker."""
+    """Results stored under the task ids the supervisor will use, before it publishes. Without the signing key
+    (anyone who reaches the broker): a perfect copy of the file's own output is refused. With it (a worker with a
+    bug): one is not a document at all, one lacks its summary, one is another file's output. Each is that file's
+    failed attempt; the retry runs on the real worker."""
     import hashlib
 
     from daemon.engine import EngineStats
     from daemon.messages import Done, Job, JobSummary, to_wire
     from daemon.pipeline import prompt_version
     from daemon.remote.app import job_id, make_app, task_id
+    from daemon.remote.signing import signed
     from tests.fakes import describe_fake
 
     path, config = spool(celery_config(redis, queue={"backoff_seconds": 0.2}))
@@ -249,20 +303,56 @@ def test_a_forged_result_of_the_wrong_shape_fails_that_attempt_only_and_the_file
     other_file = {"source": {"file": "someone-else.txt", "sha256": digest},
                   "provenance": {"model": {"sha256": identity}, "prompt_version": version}}
     summary = JobSummary(("call-d.enriched.json",), {}, 1, {}, EngineStats(), None)
+    own_file = {**other_file, "source": {"file": "call-e.txt", "sha256": digest}}
     forged = {"call-a.txt": "not a result", "call-b.txt": {"status": "done", "document": {}},
-              "call-d.txt": to_wire(Done(0, Job("call-d.txt", 1), summary, other_file))}
+              "call-d.txt": to_wire(Done(0, Job("call-d.txt", 1), summary, other_file)),
+              "call-e.txt": to_wire(Done(0, Job("call-e.txt", 1), summary, own_file))}
     for name, payload in forged.items():
-        app.backend.store_result(task_id(job_id(name, digest, identity, version), 1), payload, "SUCCESS")
+        task = task_id(job_id(name, digest, identity, version), 1)
+        keyed = name != "call-e.txt" and isinstance(payload, dict)
+        app.backend.store_result(task, signed(payload, SIGNING_KEY.encode(), task) if keyed else payload, "SUCCESS")
     with celery_worker(path), running_daemon(path) as daemon:
         for name in (*forged, "call-c.txt"):
             drop(config.paths.inbox, name)
-        wait_for(lambda: len(outputs(config.paths.outbox)) == 4 and not any(config.paths.processing.iterdir()), 120,
-                 what="four outputs")
+        wait_for(lambda: len(outputs(config.paths.outbox)) == 5 and not any(config.paths.processing.iterdir()), 120,
+                 what="five outputs")
         assert daemon.poll() is None
     log = daemon_log(path)
-    assert log.count("MalformedResult") == 2 and "retry call-a.txt" in log and "retry call-b.txt" in log
+    assert log.count("UnsignedResult") == 2 and "retry call-a.txt" in log and "retry call-e.txt" in log
+    assert log.count("MalformedResult") == 1 and "retry call-b.txt" in log
     assert "MismatchedResult" in log and "it names another file ('someone-else.txt')" in log and "retry call-d.txt" in log
     assert json.loads((config.paths.outbox / "call-d.enriched.json").read_text())["source"]["file"] == "call-d.txt"
     assert not any(config.paths.failed.iterdir())
     for name in (*forged, "call-c.txt"):
         assert log.count(f"done {name}") == 1
+
+
+def test_a_celery_round_trip_over_tls_with_the_brokers_certificate_verified(spool, tmp_path):
+    """A TLS-only redis-server with a CA of its own: the job goes through it; a client trusting another CA cannot
+    connect, and the plain protocol gets no answer on that port."""
+    import socket
+
+    from daemon.config import parse_config
+    from daemon.remote.app import make_app
+    from daemon.tools.redis_server import make_certificates
+
+    with RedisServer(tmp_path / "tls-redis", tls=True) as server:
+        path, config = spool(celery_config(server, celery={"tls_ca_file": str(server.ca_file)}))
+        with celery_worker(path), running_daemon(path):
+            drop(config.paths.inbox, "call.txt")
+            wait_for(lambda: outputs(config.paths.outbox) == ["call.enriched.json"], 90, what="an output over TLS")
+        assert json.loads((config.paths.outbox / "call.enriched.json").read_text())["source"]["file"] == "call.txt"
+        other = tmp_path / "other-ca"
+        other.mkdir()
+        make_certificates(other)
+        stranger = make_app(parse_config({"workers": {"backend": "celery"},
+                                          "celery": {"broker_url": server.url, "tls_ca_file": str(other / "ca.crt")}}))
+        with pytest.raises(Exception, match="(?i)certificate"):
+            stranger.connection_for_write().ensure_connection(max_retries=0)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=2) as plain:
+            plain.sendall(b"PING\r\n")
+            try:
+                answer = plain.recv(16)
+            except OSError:
+                answer = b""
+            assert not answer.startswith(b"+PONG")

@@ -45,6 +45,10 @@ def check_output(output: dict, source: Path) -> None:
                 before, after = WORD.findall(segment["original_text"]), WORD.findall(segment["text"])
                 assert before[edit["word"]] == edit["from"] and after[edit["word"]] == edit["to"]
                 assert len(before) == len(after)
+    record = (output["metadata"] or {}).get("record")
+    if record:  # every entity is in the very segment it points at
+        texts = {s["index"]: s["text"].lower() for s in output["segments"]}
+        assert all(entity["text"].lower() in texts[entity["segment"]] for entity in record["entities"])
 
 
 def test_enrichd_run_with_the_real_test_model(spool):
@@ -65,7 +69,9 @@ def test_enrichd_run_with_the_real_test_model(spool):
         check_output(output, source)
         assert output["provenance"]["model"]["sha256"] == model_sha
         assert output["stats"]["model_calls"] > 0 and output["stats"]["tokens"]["generated"] > 0
-        assert (config.paths.outbox / f"{source.stem}.enriched.md").read_text().startswith("# ")
+        markdown = (config.paths.outbox / f"{source.stem}.enriched.md").read_text()
+        assert markdown.startswith("# ") and "## Call record" in markdown and "**Resolution:** " in markdown
+        assert output["metadata"]["record"]["resolution"]["value"] in ("resolved", "partly", "unresolved")
         assert (config.paths.archive / source.name).read_bytes() == source.read_bytes()
     log = daemon_log(path)
     assert "done reveil.srt" in log and "done ventre.srt" in log and "llama.cpp:" in log
@@ -91,8 +97,9 @@ def test_enrichd_enrich_cli_and_whole_file_cache_hit(tmp_path):
     assert strip(outputs[0]) == strip(outputs[1])
 
 
-QUALITY_CALLS = ["dj_2022_msn.json", "dj_2022_douleur_abdo.json", "dj_2023_coups.json", "dj_mai_malaise_joyeux.json",
-                 "dj_2022_avp_scooter.json"]
+# three real calls (the slowest check of `make test`: about 2 minutes a call on 2 vCPUs; five made CI overrun its
+# 30-minute budget). Quality at scale is measured by `enrichd bench`, not here.
+QUALITY_CALLS = ["dj_2022_msn.json", "dj_2023_coups.json", "dj_2022_avp_scooter.json"]
 
 
 @pytest.mark.quality
@@ -104,7 +111,7 @@ def test_quality_with_the_default_model(spool):
         (config.paths.inbox / name).write_bytes((SIMSAMU / name).read_bytes())
     with running_daemon(path, fake=False):
         wait_for(lambda: len(list(config.paths.archive.iterdir())) + len(list(config.paths.failed.iterdir())) >= len(QUALITY_CALLS),
-                 1800, interval=5, what="five enriched calls")
+                 1800, interval=5, what="three enriched calls")
     assert list(config.paths.failed.iterdir()) == []
     kept = total = 0
     for name in QUALITY_CALLS:

@@ -164,6 +164,32 @@ def test_bad_input_raises_one_clear_error_and_leaves_the_file_alone(tmp_path, na
     assert path.read_bytes() == content
 
 
+CARD = "4970 1234 5678 9012"
+
+
+@pytest.mark.parametrize("name, content", [
+    ("timing.srt", f"1\n00:00:01,000 -> {CARD}\nbonjour\n"),
+    ("outside.srt", f"{CARD} bonjour\n\n1\n00:00:01,000 --> 00:00:02,000\nsalut\n"),
+    ("aws.json", json.dumps({"results": {"items": [{"start_time": CARD, "end_time": "1.0", "type": "pronunciation",
+                                                    "alternatives": [{"content": "oui"}]}]}})),
+    ("cpp.json", json.dumps({"transcription": [{"timestamps": {"from": CARD, "to": "00:00:01,000"}, "text": "oui"}]})),
+    ("broken.json", '{"segments": [{"text": "' + CARD + '" "x"}]}'),
+])
+def test_a_format_error_names_the_place_never_the_content(tmp_path, name, content):
+    """A card number typed into a bad line must not reach the log or failed/'s record (message or traceback)."""
+    from daemon.messages import ErrorInfo
+
+    path = write(tmp_path, name, content.encode())
+    with pytest.raises(TranscriptError) as info:
+        try:
+            parse(path)
+        except TranscriptError as exc:
+            record = ErrorInfo.of(exc)
+            raise
+    assert str(info.value).startswith(f"{name} (")
+    assert CARD not in record.message and CARD not in record.traceback
+
+
 def test_size_limit(tmp_path):
     path = write(tmp_path, "big.txt", "a b c\n" * 100)
     with pytest.raises(TranscriptError, match="over the 100-byte limit"):

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 from daemon.engine import Completion, EngineStats
 from daemon.engine.lookup import lookup_decode
-from daemon.engine.runtime import LlamaSettings, Runtime
+from daemon.engine.runtime import LlamaSettings, Runtime, data_content
 from daemon.engine.scoring import LlamaScoreStream, choose, surprise
 from daemon.errors import EngineError
 
@@ -37,8 +37,8 @@ class LlamaEngine:
         return len(self._runtime.tokenize(text))
 
     def render(self, system: str, user: str) -> str:
-        """The prompt text a chat with these messages reads; a plain layout for models without a template."""
-        return self._runtime.render(system, user) or f"{system}\n\n{user}"
+        """The prompt text a chat with these messages reads, its contents marked as data (`runtime.as_data`)."""
+        return self._runtime.render(system, user)
 
     def chat(
         self, system: str, user: str, *, max_tokens: int, temperature: float,
@@ -47,13 +47,13 @@ class LlamaEngine:
         """A chat completion; greedy answers that mostly copy the prompt take the prompt-lookup path."""
         runtime = self._runtime
         lookup = self.settings.lookup_tokens
+        prompt = self.render(system, user)
         if copies_prompt and temperature == 0 and repeat_penalty == 1.0 and lookup and runtime.template is not None:
-            prompt = runtime.tokenize(self.render(system, user), prompt=True)
-            completion = lookup_decode(runtime, prompt, max_tokens, stop or [], lookup)
-        else:
-            completion = self._create(system, user, max_tokens, temperature, stop or [], repeat_penalty)
-        self.stats.add(completion)
-        return completion
+            completion = lookup_decode(runtime, runtime.tokenize(prompt, prompt=True), max_tokens, stop or [], lookup)
+            self.stats.add(completion)
+            return completion
+        return self.complete(prompt, max_tokens=max_tokens, temperature=temperature, stop=stop,
+                             repeat_penalty=repeat_penalty)
 
     def complete(self, prompt: str, *, max_tokens: int, temperature: float, stop: list[str] | None = None,
                  repeat_penalty: float = 1.0) -> Completion:
@@ -62,12 +62,6 @@ class LlamaEngine:
                                     temperature, stop or [], repeat_penalty)
         self.stats.add(completion)
         return completion
-
-    def _create(self, system: str, user: str, max_tokens: int, temperature: float, stop: list[str],
-                repeat_penalty: float) -> Completion:
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        return self._generate(lambda **kwargs: self._runtime.chat_completion(messages, **kwargs), max_tokens,
-                              temperature, stop, repeat_penalty)
 
     def _generate(self, call: Callable[..., dict[str, Any]], max_tokens: int, temperature: float, stop: list[str],
                   repeat_penalty: float) -> Completion:
@@ -104,7 +98,7 @@ class LlamaEngine:
         """Per token of `user`: its byte offset and how far its logit trails the model's favourite."""
         if self._runtime.template is None:
             raise EngineError(f"{self.path.name} has no chat template: surprise scoring needs one")
-        return surprise(self._runtime, self.render(system, user), user, self.stats)
+        return surprise(self._runtime, self.render(system, user), data_content(user), self.stats)
 
     def prompt_rate(self, text: str, tokens: int) -> float:
         """Prompt tokens per second over the first `tokens` tokens of `text` repeated (bench limits)."""

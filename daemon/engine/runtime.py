@@ -19,6 +19,12 @@ import numpy as np
 from daemon.config import ModelConfig
 from daemon.errors import EngineError, ModelError
 
+# A message's content is data: marked by two private-use characters in the rendered prompt, tokenized as plain
+# text (a "<|im_end|>" typed in a transcript stays text), and the marks dropped. Only the template's own
+# text between the contents is parsed for control tokens. The marks never reach the model.
+DATA_OPEN, DATA_CLOSE = "\ue000", "\ue001"
+_MARKS = str.maketrans({DATA_OPEN: "\ufffd", DATA_CLOSE: "\ufffd"})
+
 # Sequences one context can hold at once: the main one and the branches scored beside it.
 MAX_SEQUENCES = 64
 MAIN = 0
@@ -121,9 +127,18 @@ class Runtime:
         return self._llm.n_ctx()
 
     def tokenize(self, text: str, *, prompt: bool = False) -> list[int]:
-        """`prompt`: as llama-cpp-python tokenizes a rendered chat prompt (special tokens parsed; the BOS comes
-        from the template, or is added for a model without one); else plain text."""
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=prompt and self.template is None, special=prompt)
+        """`prompt`: a rendered prompt, whose template text is parsed for control tokens and whose message
+        contents (between the data marks) are plain text; the BOS comes from the template, or is added for a
+        model without one. Else `text` is plain text."""
+        if not prompt:
+            return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        tokens = [self._llm.token_bos()] if self.template is None else []
+        for at, part in enumerate(text.split(DATA_OPEN)):
+            data, _, template = part.partition(DATA_CLOSE) if at else ("", "", part)
+            for piece, special in ((data, False), (template, True)):
+                if piece:
+                    tokens += self._llm.tokenize(piece.encode("utf-8"), add_bos=False, special=special)
+        return tokens
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self._llm.detokenize(list(tokens)).decode("utf-8", errors="replace")
@@ -139,10 +154,12 @@ class Runtime:
     def is_eog(self, token: int) -> bool:
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
-    def render(self, system: str, user: str) -> str | None:
-        """The chat prompt text for one system and one user message, or None without a chat template."""
+    def render(self, system: str, user: str) -> str:
+        """The prompt text for one system and one user message, each content marked as data; a plain layout
+        for a model without a chat template."""
+        system, user = as_data(system), as_data(user)
         if self.template is None:
-            return None
+            return f"{system}\n\n{user}"
         return self.template(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}]).prompt
 
     # ----- the KV cache --------------------------------------------------------------------------
@@ -229,14 +246,8 @@ class Runtime:
         return self._lib.llama_perf_context(self._ctx).n_p_eval
 
     # ----- llama-cpp-python's own paths ------------------------------------------------------------
-    def chat_completion(self, messages: list[dict[str, str]], **kwargs: Any) -> dict[str, Any]:
-        try:
-            return self._llm.create_chat_completion(messages=messages, **kwargs)
-        except (ValueError, RuntimeError) as exc:
-            raise EngineError(f"llama.cpp failed: {exc}") from exc
-
     def completion(self, prompt: str, **kwargs: Any) -> dict[str, Any]:
-        """A continuation of rendered prompt text (special tokens parsed, as in a chat prompt)."""
+        """A continuation of a rendered prompt (`tokenize(prompt=True)`: control tokens from the template only)."""
         try:
             return self._llm.create_completion(self.tokenize(prompt, prompt=True), **kwargs)
         except (ValueError, RuntimeError) as exc:
@@ -261,6 +272,21 @@ class Runtime:
 
 # ----- llama.cpp's quantiser ---------------------------------------------------------------------
 FILE_TYPE_PREFIX = "LLAMA_FTYPE_"
+
+
+def data_content(text: str) -> str:
+    """`text` as it stands inside a data span: a mark already in it replaced, so that none can end the span."""
+    return text.translate(_MARKS)
+
+
+def as_data(text: str) -> str:
+    """`text` marked as data for `Runtime.tokenize`."""
+    return f"{DATA_OPEN}{data_content(text)}{DATA_CLOSE}"
+
+
+def unmarked(text: str) -> str:
+    """A rendered prompt as the model reads it: the data marks dropped."""
+    return text.replace(DATA_OPEN, "").replace(DATA_CLOSE, "")
 
 
 def file_types() -> dict[str, int]:

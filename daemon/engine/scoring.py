@@ -14,7 +14,7 @@ from typing import Collection, Mapping, Sequence
 import numpy as np
 
 from daemon.engine import Branch, Completion, EngineStats, StepScores
-from daemon.engine.runtime import MAIN, MAX_SEQUENCES, Entry, Runtime
+from daemon.engine.runtime import MAIN, MAX_SEQUENCES, Entry, Runtime, unmarked
 from daemon.errors import EngineError
 
 SURPRISE_ROWS = 128
@@ -152,7 +152,7 @@ def surprise(runtime: Runtime, prompt: str, user: str, stats: EngineStats) -> li
     """For each token of `user` inside `prompt`: its byte offset in `user`, and how far its logit trails the
     model's favourite. Rows are read a chunk at a time to bound llama.cpp's output buffer."""
     started = time.perf_counter()
-    raw = prompt.encode("utf-8")
+    raw = unmarked(prompt).encode("utf-8")
     user_at = raw.find(user.encode("utf-8"))
     if user_at < 0:
         raise EngineError("the chat template does not keep the user text verbatim")

@@ -50,7 +50,8 @@ def _parse_json(body: str, name: str) -> tuple[str, ParsedSegments]:
     try:
         doc = json.loads(body)
     except json.JSONDecodeError as exc:
-        raise TranscriptError(name, "json", f"invalid JSON: {exc.msg}", line=exc.lineno) from exc
+        raise TranscriptError(name, "json", f"invalid JSON: {exc.msg} (column {exc.colno})",
+                              line=exc.lineno) from None
     for fmt, matches, reader in JSON_FORMATS:
         if matches(doc):
             return fmt, reader(doc, name)
@@ -72,11 +73,11 @@ def _read_segments(body: str, name: str, extension: str) -> tuple[str, ParsedSeg
     fmt = "json" if body.lstrip()[:1] in ("{", "[") or extension == ".json" else _detect_text_format(body, extension)
     try:
         return _parse_json(body, name) if fmt == "json" else (fmt, TEXT_FORMATS[fmt](body, name))
-    except RecursionError as exc:
-        raise TranscriptError(name, fmt, "nested too deeply to be a transcript") from exc
+    except RecursionError:
+        raise TranscriptError(name, fmt, "nested too deeply to be a transcript") from None
     except (OverflowError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
         raise TranscriptError(name, fmt, f"cannot be read ({type(exc).__name__}: a value out of range or of the "
-                              "wrong kind)") from exc
+                              "wrong kind)") from None
 
 
 def check_limits(segments: list[Segment], name: str, fmt: str, limits: InputLimits) -> None:

@@ -50,16 +50,22 @@ def unit_interval(value: float | None) -> float | None:
     return None if value is None else min(1.0, max(0.0, float(value)))
 
 
+def described(value: Any) -> str:
+    """What a bad value is, for an error, without quoting it: the transcript's content stays out of logs."""
+    size = f" of {len(value):,} characters" if isinstance(value, str) else ""
+    return f"a {type(value).__name__}{size}"
+
+
 def number(value: Any, file: str, fmt: str, what: str) -> float | None:
     """A time or score that may be a number, a numeric string (AWS) or absent."""
     if value is None or value == "":
         return None
     try:
         result = float(value)
-    except (TypeError, ValueError) as exc:
-        raise TranscriptError(file, fmt, f"{what}: not a number: {value!r}") from exc
+    except (TypeError, ValueError):
+        raise TranscriptError(file, fmt, f"{what}: not a number ({described(value)})") from None
     if math.isnan(result) or math.isinf(result):
-        raise TranscriptError(file, fmt, f"{what}: not a finite number: {value!r}")
+        raise TranscriptError(file, fmt, f"{what}: not a finite number")
     return result
 
 

@@ -65,12 +65,14 @@ def parse_cues(body: str, file: str, fmt: str, voice_tags: bool, skip_blocks: tu
             current = Segment(index=len(segments), text="", start=_seconds(*g[:4]), end=_seconds(*g[4:]))
             continue
         if LOOKS_LIKE_TIMING.search(stripped) and current is None:
-            raise TranscriptError(file, fmt, f"malformed timing line {stripped!r}", line=number)
+            raise TranscriptError(file, fmt, "malformed timing line (expected "
+                                  "'HH:MM:SS,mmm --> HH:MM:SS,mmm')", line=number)
         if current is None:
             next_line = lines[number] if number < len(lines) else ""
             if TIMING.match(next_line) or stripped.isdigit():
                 continue
-            raise TranscriptError(file, fmt, f"text outside any cue: {stripped[:60]!r}", line=number)
+            raise TranscriptError(file, fmt, f"text outside any cue ({len(stripped):,} characters)",
+                                  line=number)
         text_lines.append(line)
     close()
     if not segments:

@@ -8,6 +8,7 @@ from typing import Any
 from daemon.errors import TranscriptError
 from daemon.formats.common import (
     ParsedSegments,
+    described,
     mean,
     require_dict,
     require_list,
@@ -31,7 +32,8 @@ def _seconds(item: dict[str, Any], end: str, file: str, where: str) -> float | N
     if isinstance(stamps, dict) and stamps.get(end) is not None:
         match = TIMESTAMP.match(str(stamps[end]).strip())
         if not match:
-            raise TranscriptError(file, FORMAT, f"{where}.timestamps.{end}: bad timestamp {stamps[end]!r}")
+            raise TranscriptError(file, FORMAT, f"{where}.timestamps.{end}: bad timestamp ({described(stamps[end])}), "
+                                  "expected HH:MM:SS,mmm")
         h, m, s, ms = match.groups()
         return int(h) * 3600 + int(m) * 60 + int(s) + int(ms.ljust(3, "0")) / 1000.0
     return None

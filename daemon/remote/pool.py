@@ -33,7 +33,9 @@ from daemon.messages import (Done, ErrorInfo, Event, Failed, Job, Lost, SlotStat
 from daemon.model_store import ModelInfo
 from daemon.names import shown
 from daemon.output import not_of_job
-from daemon.remote.app import TASK, endpoints, job_id, make_app, redacted, task_id
+from daemon.remote.app import RESULT_KEY, TASK, endpoints, job_id, make_app, signing_key, task_id
+from daemon.remote.signing import signed, verified
+from daemon.secrets import redacted, scrubbed
 from daemon.spool import Spool
 
 CAPACITY_SECONDS = 10.0
@@ -62,7 +64,10 @@ class CeleryPool:
         self.model = model
         self.prompt_version = prompt_version
         self.app = make_app(config)
-        self.broker = redacted(endpoints(config)["broker_url"])
+        self.key = signing_key(config)
+        urls = endpoints(config)
+        self.urls = list(urls.values())
+        self.broker = redacted(urls["broker_url"])
         self.tasks: dict[str, Task] = {}
         self.ended: list[Event | Lost] = []
         self.capacity = 0
@@ -79,7 +84,7 @@ class CeleryPool:
         """One line per retry period, not one per file or per tick."""
         if time.monotonic() - self.complained >= CAPACITY_SECONDS:
             logger.error("celery broker {} unreachable ({}: {}); files wait in the inbox, retrying every {:.0f} s",
-                         self.broker, what, exc, CAPACITY_SECONDS)
+                         self.broker, what, scrubbed(str(exc), self.urls), CAPACITY_SECONDS)
             self.complained = time.monotonic()
 
     def _refresh(self) -> None:
@@ -145,18 +150,21 @@ class CeleryPool:
             if state == "PENDING":
                 self._publish(task)
             else:
-                logger.info("{}: task {} is already {} on a worker; followed, not sent again", job.name, task.id,
+                logger.info("{}: task {} is already {} on a worker; followed, not sent again", shown(job.name), task.id,
                             state.lower())
         except Exception as exc:
             self.reachable = False
             self._complain("publishing", exc)
-            raise PoolUnavailable(f"{job.name}: the broker {self.broker} cannot be reached: {exc}") from exc
+            raise PoolUnavailable(f"{shown(job.name)}: the broker {self.broker} cannot be reached: "
+                                  f"{scrubbed(str(exc), self.urls)}") from None
         self.tasks[task.id] = task
 
     def _publish(self, task: Task) -> None:
         logger.debug("{}: published as task {}", shown(task.job.name), task.id)
-        self.app.send_task(TASK, kwargs=to_wire(task.message), task_id=task.id, queue=self.config.celery.queue,
-                           time_limit=self.config.workers.job_timeout_seconds)
+        # kwargsrepr: what task events (Flower, exporters) and worker logs show in place of the transcript
+        self.app.send_task(TASK, kwargs=signed(to_wire(task.message), self.key, task.id), task_id=task.id,
+                           kwargsrepr=f"<{shown(task.job.name)} attempt {task.job.attempt}: transcript withheld>",
+                           queue=self.config.celery.queue, time_limit=self.config.workers.job_timeout_seconds)
         task.published = time.monotonic()
 
     def in_flight(self) -> list[Job]:
@@ -184,12 +192,12 @@ class CeleryPool:
                 task.pid, task.progress = pid, info.get("progress", task.progress)
             elif state == "SUCCESS":
                 found.append(self._ended(task, info))
-                self._forget(result)
+                self._forget(result, task.id)
             elif state in ("FAILURE", "REVOKED"):
                 error = ErrorInfo(type(info).__name__ if isinstance(info, BaseException) else state, str(info), None, task.pid)
                 found.append(Failed(0, task.job, error, permanent=False))
                 del self.tasks[task.id]
-                self._forget(result)
+                self._forget(result, task.id)
             elif state == "PENDING" and time.monotonic() - task.published > self.config.celery.republish_seconds:
                 logger.warning("{}: task {} not started by any worker in {:.0f} s; published again",
                                shown(task.job.name), task.id, self.config.celery.republish_seconds)
@@ -203,9 +211,14 @@ class CeleryPool:
 
     def _ended(self, task: Task, payload: Any) -> Event:
         """The task's result as an event for the job the supervisor sent (whatever job the result names); a result
-        of any other shape, or a document that is not this job's output (other bytes, another file, another model
-        or prompts), is that file's (transient) failure."""
+        not signed with the deployment's key, of any other shape, or a document that is not this job's output
+        (other bytes, another file, another model or prompts), is that file's (transient) failure."""
         del self.tasks[task.id]
+        try:
+            payload = verified(payload, self.key, task.id)
+        except WireError as exc:
+            return Failed(0, task.job, ErrorInfo("UnsignedResult", f"task {task.id}: result refused: {exc}", None,
+                                                 task.pid), permanent=False)
         try:
             outcome = from_wire(payload)
             if not isinstance(outcome, (Done, Failed)) or outcome.job.name != task.job.name:
@@ -222,10 +235,12 @@ class CeleryPool:
                           permanent=False)
         return Done(0, task.job, outcome.summary, outcome.document)
 
-    def _forget(self, result: Any) -> None:
+    def _forget(self, result: Any, task_id: str) -> None:
+        """A settled task's result and the worker's kept copy, deleted: documents hold transcript text."""
         try:
             result.forget()
-        except Exception as exc:  # the result expires on its own; a lost forget only keeps it longer
+            self.app.backend.client.delete(RESULT_KEY.format(task_id))
+        except Exception as exc:  # both expire after the visibility timeout; a lost delete only keeps them longer
             self._complain("forgetting a result", exc)
 
     # ----- stopping and reporting ------------------------------------------------------------------

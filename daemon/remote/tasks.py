@@ -29,9 +29,9 @@ from daemon.job import run_job
 from daemon.messages import Done, ErrorInfo, Failed, Job, TaskMessage, from_wire, to_wire
 from daemon.names import shown
 from daemon.pipeline import EnrichContext
+from daemon.remote.app import RESULT_KEY
 from daemon.worker_setup import open_context
 
-RESULT_KEY = "enrichd:result:{}"
 SLOTS_DIR = "celery-slots"
 
 

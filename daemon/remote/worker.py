@@ -17,34 +17,51 @@ from loguru import logger
 from daemon.config import Config
 from daemon.cpus import available_cpus, host_plan
 from daemon.engine import EngineFactory
+from daemon.errors import WireError
 from daemon.logs import setup_logging
-from daemon.remote.app import TASK, endpoints, make_app, redacted
-from daemon.messages import throttled
+from daemon.messages import ErrorInfo, Failed, Job, throttled, to_wire
+from daemon.notify import Notifier
+from daemon.remote.app import TASK, endpoints, make_app, signing_key
+from daemon.remote.signing import signed, verified
 from daemon.remote.tasks import Child, earlier_result, first_result, run_task, set_up_child
+from daemon.secrets import redacted
 
 _child: Child | None = None
 
 
 def run_worker(config: Config, factory: EngineFactory) -> int:
-    from celery.signals import worker_process_init, worker_process_shutdown
+    # SIGTERM (systemctl stop) is a cold shutdown preceded by a soft one: running jobs get
+    # workers.drain_seconds to finish, as on the local pool, then go back to the queue at once (Redis restores
+    # the unacknowledged messages) instead of holding the stop for a whole job or waiting out the visibility
+    # timeout after a SIGKILL. billiard reads this when it is first imported, which is below.
+    os.environ["REMAP_SIGTERM"] = "SIGQUIT"
+    from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutting_down
 
     setup_logging(config.logging, process="celery-worker")
     cpus = available_cpus()
     plan = host_plan(config, cpus)
     app = make_app(config)
-    keep_seconds = int(config.celery.result_expires_days * 86400)
+    app.conf.worker_soft_shutdown_timeout = config.workers.drain_seconds
+    notifier = Notifier()
+    keep_seconds = int(config.celery.visibility_timeout_seconds)
+    key = signing_key(config)
 
     @app.task(name=TASK, bind=True)
     def enrich_task(self: Any, **message: Any) -> dict[str, Any]:
-        client = self.backend.client
-        found = earlier_result(client, self.request.id)
+        client, task = self.backend.client, self.request.id
+        found = earlier_result(client, task)
         if found is not None:
-            logger.warning("task {} delivered again after it finished; the kept result stands", self.request.id)
+            logger.warning("task {} delivered again after it finished; the kept result stands", task)
             return found
         assert _child is not None
         meta = {"host": _child.host, "pid": os.getpid()}
         report = throttled(lambda text: self.update_state(state="PROGRESS", meta={**meta, "progress": text}))
-        return first_result(client, self.request.id, run_task(_child, message, report), keep_seconds)
+        try:
+            result = run_task(_child, verified(message, key, task), report)
+        except WireError as exc:
+            logger.error("task {} refused: {}", task, exc)
+            result = to_wire(Failed(0, Job("?", 0), ErrorInfo.of(exc), permanent=False))
+        return first_result(client, task, signed(result, key, task), keep_seconds)
 
     @worker_process_init.connect
     def set_up(**_: Any) -> None:
@@ -55,6 +72,19 @@ def run_worker(config: Config, factory: EngineFactory) -> int:
     def tear_down(**_: Any) -> None:
         if _child is not None and _child.context.cache is not None:
             _child.context.cache.close()
+
+    @worker_ready.connect
+    def ready(sender: Any, **_: Any) -> None:
+        """systemd's READY=1, then the watchdog fed from the consumer's own timer while it holds a broker
+        connection: a main loop that hangs, or a broker lost for good, stops the feeding and systemd restarts us."""
+        notifier.ready(f"{plan.count} child(ren) on queue {config.celery.queue}")
+        if notifier.watchdog_interval:
+            sender.timer.call_repeatedly(notifier.watchdog_interval / 2, lambda: notifier.watchdog(
+                bool(sender.connection and sender.connection.connected)))
+
+    @worker_shutting_down.connect
+    def stopping(**_: Any) -> None:
+        notifier.stopping()
 
     broker = redacted(endpoints(config)["broker_url"])
     logger.info("enrichd worker on {}: {} child(ren) x {} thread(s) on CPUs {}, broker {}, queue {}", socket.gethostname(),

@@ -24,6 +24,7 @@ import json
 import multiprocessing
 import os
 import platform
+import secrets
 import shutil
 import signal
 import subprocess
@@ -253,7 +254,10 @@ def _daemon_passes(files: list[Path], config: Config, work: Path, progress: Prog
     if celery:
         redis = stack.enter_context(RedisServer(work / "redis"))
         data["workers"].update(backend="celery", count=1, threads=1)
-        data["celery"].update(broker_url=redis.url, result_backend=None, credentials_file=None)
+        credentials = work / "credentials.yaml"  # the signing key, as a deployment keeps it (0600, this user's)
+        credentials.touch(mode=0o600)
+        credentials.write_text(yaml.safe_dump({"signing_key": secrets.token_urlsafe(32)}))
+        data["celery"].update(broker_url=redis.url, result_backend=None, credentials_file=str(credentials))
     config_file = work / "bench-config.yaml"
     config_file.write_text(yaml.safe_dump(data, allow_unicode=True))
     state, inbox, outbox, staging = work / "state", work / "inbox", work / "outbox", work / "staging"

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from daemon.language import detect_language
+from daemon.record import RESOLUTIONS
 from daemon.text import narrates, words
 
 FACTS_DIR = Path(__file__).with_name("facts")
@@ -146,6 +147,9 @@ def score_outputs(outputs: dict[str, dict[str, Any]], sheets: dict[str, Sheet],
     totals = {"files": 0, "null_summaries": 0, "bullets": 0, "narrating_bullets": 0, "invented": 0,
               "wrong_language": 0}
     sheet_totals = {"calls": 0, "caller_right": 0, "facts": 0, "facts_stated": 0, "contradicting_calls": 0}
+    # the call record: how many calls have each part, and the resolutions read
+    record_totals = {"with_reason": 0, "with_actions": 0, "with_next_steps": 0, "entities": 0,
+                     **{value: 0 for value in (*RESOLUTIONS, "no_resolution")}}
     scores: list[dict[str, float]] = []
     for stem, output in sorted(outputs.items()):
         title, summary, bullets = readable(output)
@@ -162,6 +166,11 @@ def score_outputs(outputs: dict[str, dict[str, Any]], sheets: dict[str, Sheet],
         totals["narrating_bullets"] += len(found["narrating"])
         totals["invented"] += len(found["invented"])
         totals["wrong_language"] += not found["language_ok"]
+        record = (output.get("metadata") or {}).get("record") or {}
+        for part in ("reason", "actions", "next_steps"):
+            record_totals[f"with_{part}"] += bool(record.get(part))
+        record_totals["entities"] += len(record.get("entities") or [])
+        record_totals[(record.get("resolution") or {}).get("value") or "no_resolution"] += 1
         if stem in sheets:
             sheet = sheets[stem]
             found["caller_right"] = any(mentions(text, c) for c in sheet.caller) and not AGENT_CALLS.search(text)
@@ -180,7 +189,7 @@ def score_outputs(outputs: dict[str, dict[str, Any]], sheets: dict[str, Sheet],
         elif stem in references:
             scores.append({"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0})
         per_file[stem] = found
-    report: dict[str, Any] = {"structure": totals, "files": per_file}
+    report: dict[str, Any] = {"structure": totals, "record": record_totals, "files": per_file}
     if sheet_totals["calls"]:
         report["fact_sheets"] = {**sheet_totals,
                                  "facts_stated_share": round(sheet_totals["facts_stated"] / sheet_totals["facts"], 3)}
