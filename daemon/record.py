@@ -20,7 +20,9 @@ RESOLUTIONS = ("resolved", "partly", "unresolved")
 FIELDS = ("reason", "actions", "next_steps")
 NUMBER = re.compile(r"\d+(?:[.,:h]\d+)*")
 TOKEN = re.compile(r"[\w'’-]+")
-SENTENCE = re.compile(r"(?<=[.!?:;])\s+|\n")
+# a sentence ends at . ! ? : ; (a label's colon too), but not at an honorific's dot ("Mr. White")
+SENTENCE = re.compile(r"(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bM\.)(?<=[.!?:;])\s+|\n")
+HONORIFICS = {"mr", "mrs", "ms", "dr", "m", "mme", "mlle", "madame", "monsieur", "docteur"}
 
 
 def labels(listed: str) -> dict[str, str]:
@@ -35,52 +37,60 @@ def _fold(text: str) -> str:
 
 
 def sorted_bullets(bullets: Sequence[str] | None, known: dict[str, str]) -> dict[str, list[str]]:
-    """The bullets whose label names a record field, the label taken off ("Décision : envoi du SMUR" -> actions)."""
+    """The bullets whose label names a record field, the label taken off ("Décision : envoi du SMUR" -> actions);
+    an unlabelled bullet right after them goes on with the same field (a list under "Conseils :"), one after
+    another label ("État : ...") or before any goes nowhere."""
     found: dict[str, list[str]] = {field: [] for field in FIELDS}
+    field: str | None = None
     for bullet in bullets or ():
         label, colon, rest = bullet.partition(":")
-        field = known.get(_fold(label.strip("*").strip())) if colon else None
-        text = rest.strip().strip("*").strip()
+        name = _fold(label.strip("*").strip())
+        labelled = bool(colon) and (name in known or len(name.split()) <= 2)  # "rappeler le 15 : ..." is no label
+        if labelled:
+            field = known.get(name)
+        text = (rest if labelled else bullet).strip().strip("*").strip()
         if field and text:
             found[field].append(text[:1].upper() + text[1:])
     return found
 
 
-def _mentions(text: str) -> list[tuple[str, str]]:
+def _mentions(text: str, title: bool = False) -> list[tuple[str, str]]:
     """Numbers, and capitalised words inside a sentence (a sentence's first word, or the first after a label's
-    colon, is capitalised anyway): what a record calls entities, in order of first mention."""
+    colon, is capitalised anyway; in a title, often in Title Case, only words in capitals): what a record calls
+    entities, in order of first mention. Honorifics are not names."""
     found = [(m.group(0), "number") for m in NUMBER.finditer(text)]
     for sentence in SENTENCE.split(text):
-        for token in TOKEN.findall(sentence)[1:]:
+        for token in TOKEN.findall(sentence)[0 if title else 1:]:
             token = re.sub(r"['’]s?$", "", token)
-            if token[:1].isupper() and not token[:1].isdigit() and len(token) > 1:
+            capital = token.isupper() if title else token[:1].isupper()
+            if capital and not token[:1].isdigit() and len(token) > 1 and token.lower() not in HONORIFICS:
                 found.append((token, "name"))
     return found
 
 
-def entities(written: Sequence[str], lines: Sequence[tuple[int, str]]) -> list[dict[str, Any]]:
-    """Each number or name of the written texts found as a whole word in a segment's text (case aside for names),
-    with the first such segment's index; the rest left out."""
+def entities(title: str | None, written: Sequence[str], lines: Sequence[tuple[int, str]]) -> list[dict[str, Any]]:
+    """Each number or name of the title and the other written texts found, as written, as a whole word in a
+    segment's text, with the first such segment's index; the rest left out ("legs" in the call does not make
+    "Legs" a name)."""
     result: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for text in written:
-        for mention, kind in _mentions(text):
-            key = mention.lower()
-            if key in seen:
-                continue
-            seen.add(key)
-            pattern = re.compile(rf"(?<![\w]){re.escape(mention)}(?![\w])", 0 if kind == "number" else re.IGNORECASE)
-            segment = next((index for index, line in lines if pattern.search(line)), None)
-            if segment is not None:
-                result.append({"text": mention, "kind": kind, "segment": segment})
+    mentions = [m for text in written for m in _mentions(text)] + (_mentions(title, title=True) if title else [])
+    for mention, kind in mentions:
+        if mention in seen:
+            continue
+        seen.add(mention)
+        pattern = re.compile(rf"(?<![\w]){re.escape(mention)}(?![\w])")
+        segment = next((index for index, line in lines if pattern.search(line)), None)
+        if segment is not None:
+            result.append({"text": mention, "kind": kind, "segment": segment})
     return result
 
 
 def call_record(values: dict[str, Any], record_labels: str, lines: Sequence[tuple[int, str]]) -> dict[str, Any]:
     """The record of one call from the metadata written for it and the transcript's segments (index, text)."""
     sorted_ = sorted_bullets(values.get("bullets"), labels(record_labels))
-    written = [t for t in (values.get("title"), values.get("summary"), *(values.get("bullets") or ())) if t]
+    written = [t for t in (values.get("summary"), *(values.get("bullets") or ())) if t]
     reasons = sorted_["reason"]
     return {"reason": reasons[0] if reasons else None, "actions": sorted_["actions"],
             "resolution": values.get("resolution"), "next_steps": sorted_["next_steps"],
-            "entities": entities(written, lines)}
+            "entities": entities(values.get("title"), written, lines)}

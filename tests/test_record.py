@@ -16,21 +16,27 @@ LINES = [(0, "bonjour je suis le docteur du SAMU, vous appelez pour votre fils c
 
 
 def test_labelled_bullets_fill_reason_actions_and_next_steps_whatever_their_case_or_accents():
-    bullets = ["Motif : enfant de trois ans fiévreux", "État : 39 de fièvre", "DÉCISION : médecin envoyé",
-               "decision: rappeler si ça s'aggrave", "Conseils : le faire boire", "Un fait sans étiquette"]
+    bullets = ["Un fait avant toute étiquette", "Motif : enfant de trois ans fiévreux", "État : 39 de fièvre",
+               "un fait sous l'état", "DÉCISION : médecin envoyé", "decision: rappeler si ça s'aggrave",
+               "Conseils : le faire boire", "le surveiller cette nuit", "rappeler le 15 : si ça empire, sans attendre"]
     found = sorted_bullets(bullets, labels(FR.record_labels))
     assert found == {"reason": ["Enfant de trois ans fiévreux"],
-                     "actions": ["Médecin envoyé", "Rappeler si ça s'aggrave"], "next_steps": ["Le faire boire"]}
+                     "actions": ["Médecin envoyé", "Rappeler si ça s'aggrave"],
+                     "next_steps": ["Le faire boire", "Le surveiller cette nuit",
+                                    "Rappeler le 15 : si ça empire, sans attendre"]}
     assert sorted_bullets(None, labels(FR.record_labels)) == {"reason": [], "actions": [], "next_steps": []}
 
 
 def test_entities_are_the_written_numbers_and_names_the_transcript_holds_with_their_segment():
     written = ["Fièvre à 39 chez un enfant", "Appel d'une mère : le docteur Martin passe au 12 rue Pasteur ; "
-               "le docteur Dupont et le 15 sont prévenus"]
-    assert entities(written, LINES) == [
+               "le docteur Dupont et le 15 sont prévenus, avec M. Martin et le SAMU"]
+    assert entities("Enfant Fiévreux Vu Par Le SAMU", written, LINES) == [
         {"text": "39", "kind": "number", "segment": 2}, {"text": "12", "kind": "number", "segment": 5},
-        {"text": "Martin", "kind": "name", "segment": 5}, {"text": "Pasteur", "kind": "name", "segment": 5}]
-    # "Fièvre" and "Appel" open their sentence; "Dupont" and "15" are not in the call: left out
+        {"text": "Martin", "kind": "name", "segment": 5}, {"text": "Pasteur", "kind": "name", "segment": 5},
+        {"text": "SAMU", "kind": "name", "segment": 0}]
+    # "Fièvre" and "Appel" open their sentence, "M." is an honorific, "Fiévreux" and "Vu" are a title's Title
+    # Case; "Dupont" and "15" are not in the call: left out
+    assert entities(None, ["The doctor sees Mr. White", "Legs and arms"], [(0, "mr white"), (1, "legs")]) == []
 
 
 def test_the_record_of_a_call():
@@ -41,7 +47,7 @@ def test_the_record_of_a_call():
     record = call_record(values, FR.record_labels, LINES)
     assert record["reason"] == "Fièvre à 39" and record["actions"] == ["Visite du docteur Martin"]
     assert record["next_steps"] == ["Le faire boire"] and record["resolution"]["value"] == "resolved"
-    assert [e["text"] for e in record["entities"]] == ["Martin", "39"]
+    assert [e["text"] for e in record["entities"]] == ["Martin", "39"]  # the title is read last
     empty = call_record({"title": None, "summary": None, "bullets": None, "resolution": None}, FR.record_labels, LINES)
     assert empty == {"reason": None, "actions": [], "resolution": None, "next_steps": [], "entities": []}
 
