@@ -237,7 +237,7 @@ def test_transcript_prefix_is_evaluated_once_across_the_four_tasks():
     rest += engine.continuations
     assert rest and all(c.prompt_tokens > transcript_tokens for c in rest)
     assert all(c.evaluated_tokens <= c.prompt_tokens - transcript_tokens for c in rest)
-    assert set(result.values) == {"title", "summary", "satisfaction", "bullets"}
+    assert set(result.values) == {"title", "summary", "satisfaction", "bullets", "resolution"}
 
 
 def test_task_before_transcript_reads_the_transcript_again_for_every_task():
