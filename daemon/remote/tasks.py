@@ -83,6 +83,12 @@ def short_identity(identity: str) -> str:
     return "+".join(part[:12] for part in identity.split("+"))
 
 
+def refused(exc: WireError) -> dict[str, Any]:
+    """The result of a task this worker cannot take (unsigned, unreadable): a transient failure of no job it could
+    name; the supervisor fails the job it sent."""
+    return to_wire(Failed(0, Job("?", 0), ErrorInfo.of(exc), permanent=False))
+
+
 def run_task(child: Child, message: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     """One task, from its message to the result the supervisor checks and writes (both `messages.to_wire`): the
     document, or why it failed. The job itself is the local worker's (job.run_job); a fault of this host's folders
@@ -92,7 +98,7 @@ def run_task(child: Child, message: dict[str, Any], progress: Callable[[str], No
         if not isinstance(task, TaskMessage):
             raise WireError(f"a {message.get('kind')} message sent as a task")
     except WireError as exc:
-        return to_wire(Failed(0, Job("?", 0), ErrorInfo.of(exc), permanent=False))
+        return refused(exc)
     job, name = task.job, shown(task.job.name)
 
     def failed(problem: str) -> dict[str, Any]:

@@ -19,11 +19,11 @@ from daemon.cpus import available_cpus, host_plan
 from daemon.engine import EngineFactory
 from daemon.errors import WireError
 from daemon.logs import setup_logging
-from daemon.messages import ErrorInfo, Failed, Job, throttled, to_wire
+from daemon.messages import throttled
 from daemon.notify import Notifier
 from daemon.remote.app import TASK, endpoints, make_app, signing_key
 from daemon.remote.signing import signed, verified
-from daemon.remote.tasks import Child, earlier_result, first_result, run_task, set_up_child
+from daemon.remote.tasks import Child, earlier_result, first_result, refused, run_task, set_up_child
 from daemon.secrets import redacted
 
 _child: Child | None = None
@@ -60,7 +60,7 @@ def run_worker(config: Config, factory: EngineFactory) -> int:
             result = run_task(_child, verified(message, key, task), report)
         except WireError as exc:
             logger.error("task {} refused: {}", task, exc)
-            result = to_wire(Failed(0, Job("?", 0), ErrorInfo.of(exc), permanent=False))
+            result = refused(exc)
         return first_result(client, task, signed(result, key, task), keep_seconds)
 
     @worker_process_init.connect
