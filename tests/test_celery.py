@@ -18,7 +18,7 @@ from typing import Iterator
 
 import pytest
 
-from daemon.tools.bench import stop_group
+from daemon.tools.harness import stop_group
 from daemon.tools.redis_server import RedisServer
 from tests.conftest import ROOT, SIMSAMU, daemon_log, read_status, running_daemon, wait_for
 from tests.test_end_to_end import check_output, short_srt
@@ -296,7 +296,9 @@ def test_a_forged_result_of_the_wrong_shape_fails_that_attempt_only_and_the_file
     from daemon.remote.signing import signed
     from tests.fakes import describe_fake
 
-    path, config = spool(celery_config(redis, queue={"backoff_seconds": 0.2}))
+    # results expire after the visibility timeout: stored only once the worker and the daemon are up, and kept
+    # long enough for a slow machine (at 8 s, CI's claims came after they had expired)
+    path, config = spool(celery_config(redis, queue={"backoff_seconds": 0.2}, celery={"visibility_timeout_seconds": 120}))
     app = make_app(config)
     identity, version = describe_fake(config).identity, prompt_version(config.enrichment, None)
     digest = hashlib.sha256(TRANSCRIPT.format(marker="").encode()).hexdigest()
@@ -307,11 +309,11 @@ def test_a_forged_result_of_the_wrong_shape_fails_that_attempt_only_and_the_file
     forged = {"call-a.txt": "not a result", "call-b.txt": {"status": "done", "document": {}},
               "call-d.txt": to_wire(Done(0, Job("call-d.txt", 1), summary, other_file)),
               "call-e.txt": to_wire(Done(0, Job("call-e.txt", 1), summary, own_file))}
-    for name, payload in forged.items():
-        task = task_id(job_id(name, digest, identity, version), 1)
-        keyed = name != "call-e.txt" and isinstance(payload, dict)
-        app.backend.store_result(task, signed(payload, SIGNING_KEY.encode(), task) if keyed else payload, "SUCCESS")
     with celery_worker(path), running_daemon(path) as daemon:
+        for name, payload in forged.items():
+            task = task_id(job_id(name, digest, identity, version), 1)
+            keyed = name != "call-e.txt" and isinstance(payload, dict)
+            app.backend.store_result(task, signed(payload, SIGNING_KEY.encode(), task) if keyed else payload, "SUCCESS")
         for name in (*forged, "call-c.txt"):
             drop(config.paths.inbox, name)
         wait_for(lambda: len(outputs(config.paths.outbox)) == 5 and not any(config.paths.processing.iterdir()), 120,
