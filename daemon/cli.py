@@ -307,7 +307,8 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from daemon.tools.bench import MODES, Outputs, run_bench
+    from daemon.tools.bench import MODES, run_bench
+    from daemon.tools.harness import Outputs
     from daemon.model_store import model_path
 
     unknown = set(args.modes.split(",")) - set(MODES)
@@ -334,7 +335,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from daemon.tools.bench import run_tune
+    from daemon.tools.tune import run_tune
     from daemon.cpus import write_tuned
     from daemon.model_store import model_path
 

@@ -21,10 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
+from daemon.cpus import plan_workers, read_tuned
 from daemon.engine import Completion, EngineStats
 from daemon.formats import parse
 from daemon.language import detect_language
+from daemon.messages import ProgressReport
 from daemon.prompts import fenced, prompt_set
+from daemon.tools.mode_result import ModeResult
+from daemon.tools.rss import RssSampler
 
 CORRECT = {
     "fr": "Corrige les erreurs de transcription de cette réplique et renvoie uniquement la réplique corrigée :",
@@ -115,3 +119,31 @@ def enrich_with_server(server: LlamaServer, path: Path, config: Config, requests
         instruction = getattr(prompts, task).format(max_words=metadata.summary_max_words)
         stats.add(server.chat(prompts.metadata_system, f"{context}\n\n{instruction}", getattr(metadata, task).max_tokens))
     return stats, {"correction": corrected_at - started, "metadata": time.perf_counter() - corrected_at}
+
+
+def run_peer(files: list[Path], config: Config, binary: Path, model: Path, cpus: list[int], work: Path,
+             progress: ProgressReport) -> ModeResult:
+    """The llama-server peer on the same files: `parallel` files at a time, one slot per worker the daemon runs."""
+    tuned = read_tuned(config.paths.state)
+    parallel = plan_workers(config.workers, cpus, tuned[0] if tuned else None).count
+    stages = {"correction": 0.0, "metadata": 0.0}
+    stats = EngineStats()
+    with LlamaServer(binary, model, parallel, len(cpus), config.model.n_ctx, work / "llama-server.log") as server:
+        assert server.process is not None
+        with RssSampler(server.process.pid) as sampler, ThreadPoolExecutor(parallel) as requests, \
+                ThreadPoolExecutor(parallel) as per_file:
+            started = time.perf_counter()
+
+            def one(path: Path) -> tuple[EngineStats, dict[str, float]]:
+                done = enrich_with_server(server, path, config, requests)
+                progress(f"llama-server: {path.name} done ({time.perf_counter() - started:.0f} s)")
+                return done
+
+            for file_stats, seconds in per_file.map(one, files):
+                stats += file_stats
+                for stage, value in seconds.items():
+                    stages[stage] = round(stages[stage] + value, 3)
+            wall = time.perf_counter() - started
+    return ModeResult("llama-server", len(files), wall, tokens=stats, peak_rss_mb=sampler.peak / 2**20, stage_seconds=stages,
+                      settings={"parallel": parallel, "threads": len(cpus), "n_ctx": config.model.n_ctx * parallel,
+                                "flash_attn": True, "binary": str(binary)})
