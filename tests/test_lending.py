@@ -96,7 +96,7 @@ def run_two_files(root: Path, lend: bool) -> tuple[dict[str, dict], Sampler, str
     config.paths.inbox.mkdir(parents=True)
     cpus = sorted(os.sched_getaffinity(0))[:2]
     sampler = Sampler(config, {0: {cpus[0]}, 1: {cpus[1]}})
-    files = {"long.srt": short_srt(SIMSAMU / "dj_2022_douleur_abdo.srt", 24), "short.srt": short_srt(SIMSAMU / "dj_2022_msn.srt", 8)}
+    files = {"long.srt": short_srt(SIMSAMU / "dj_2022_douleur_abdo.srt", 16), "short.srt": short_srt(SIMSAMU / "dj_2022_msn.srt", 5)}
     with running_daemon(path, fake=False):
         sampler.start()
         (config.paths.inbox / "long.srt").write_text(files["long.srt"])
