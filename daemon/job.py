@@ -1,21 +1,19 @@
-"""One job, whatever the backend: the input's bytes (read from processing/ by a local worker, or received with
-a Celery task) to the enriched document, or the reason it failed. The document is not written here: the
-supervisor writes every output (a Celery result is first checked against its job, output.not_of_job)."""
+"""One job, whatever the backend: the input's bytes (read by the supervisor at the claim, and handed to a local
+worker or sent with a Celery task) to the enriched document, or the reason it failed. The document is not
+written here: the supervisor checks every document against its job (output.not_of_job) and writes it."""
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
-
 from daemon.errors import StorageError, TranscriptError
-from daemon.formats import parse, parse_bytes
+from daemon.formats import parse_bytes
 from daemon.messages import Done, ErrorInfo, Failed, Job, JobSummary, ProgressReport
 from daemon.names import shown
 from daemon.output import output_names
 from daemon.pipeline import EnrichContext, enrich
 
 
-def run_job(job: Job, source: Path | bytes, context: EnrichContext, progress: ProgressReport,
+def run_job(job: Job, data: bytes, context: EnrichContext, progress: ProgressReport,
             worker: int = 0) -> Done | Failed:
     """The content's faults (TranscriptError) are permanent; a folder the daemon cannot write is the host's
     fault; anything else is this job's transient failure, never the worker's end."""
@@ -23,7 +21,7 @@ def run_job(job: Job, source: Path | bytes, context: EnrichContext, progress: Pr
     limits = context.config.queue.limits
     try:
         started = time.perf_counter()
-        transcript = parse(source, limits, name) if isinstance(source, Path) else parse_bytes(source, name, limits)
+        transcript = parse_bytes(data, name, limits)
         output = enrich(transcript, context, time.perf_counter() - started, progress, job.dispatch_seconds())
     except TranscriptError as exc:
         return Failed(worker, job, ErrorInfo.of(exc), permanent=True)

@@ -44,12 +44,14 @@ class WorkerState(Enum):
 
 @dataclass(frozen=True)
 class Job:
-    """One claimed file: its name in processing/, which attempt this is, and when it was claimed (epoch seconds:
-    a worker on another host measures the dispatch latency against it)."""
+    """One claimed file: its name in processing/, which attempt this is, when it was claimed (epoch seconds: a
+    worker on another host measures the dispatch latency against it), and the sha256 of the bytes the supervisor
+    read at the claim (every document is checked against it before it is written)."""
 
     name: str
     attempt: int
     claimed: float = 0.0
+    sha256: str = ""
 
     def dispatch_seconds(self) -> float | None:
         """Claim to the start of work; None for a job that carries no claim time."""
@@ -185,17 +187,25 @@ Event = Union[Ready, Heartbeat, Progress, Done, Failed, Fatal]
 
 
 @dataclass(frozen=True)
-class TaskMessage:
-    """One job sent to a Celery worker: the file's bytes (base64) and what they must be enriched with."""
+class Claimed:
+    """A job for a local worker, with the bytes the supervisor read at the claim: a worker reads no spool folder."""
 
     job: Job
-    sha256: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """One job sent to a Celery worker: the file's bytes (base64; their sha256 is the job's) and what they must be
+    enriched with."""
+
+    job: Job
     data: str
     model_identity: str
     prompt_version: str
 
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: the input's sha256 travels in the job
 WIRE_KINDS: dict[str, type] = {"task": TaskMessage, "done": Done, "failed": Failed}
 NESTED: dict[str, Callable[[Any], Any]] = {
     "job": lambda d: Job(**_declared(Job, d)),

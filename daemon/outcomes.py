@@ -16,7 +16,7 @@ from daemon.errors import OutputError, StorageError
 from daemon.guard import EntryGuard
 from daemon.messages import Done, ErrorInfo, Event, Failed, Fatal, JobSummary, Lost, Ready
 from daemon.names import shown
-from daemon.output import write_outputs
+from daemon.output import not_of_job, write_outputs
 from daemon.spool import FileQueue, Spool
 from daemon.status import Reporter
 from daemon.storage import StorageWatch
@@ -24,8 +24,10 @@ from daemon.storage import StorageWatch
 
 class Outcomes:
     def __init__(self, config: Config, spool: Spool, file_queue: FileQueue, storage: StorageWatch, reporter: Reporter,
-                 guard: EntryGuard):
+                 guard: EntryGuard, model_identity: str, prompt_version: str):
         self.config = config
+        self.model_identity = model_identity  # what every document must have been made with
+        self.prompt_version = prompt_version
         self.spool = spool
         self.file_queue = file_queue
         self.storage = storage
@@ -79,8 +81,17 @@ class Outcomes:
             reporter.record_verdict(self.file_queue.settle(item.job, error), error.type)
 
     def _write(self, done: Done) -> JobSummary | None:
-        """The document into the outbox. The summary then names the files written and the seconds it took; None
-        when they could not be written (the file's failure, or the host's)."""
+        """The document into the outbox, once it is shown to be this job's output (the bytes read at the claim, the
+        file's name, this daemon's model and prompts): a document that is not is that attempt's failure, whichever
+        backend sent it. The summary then names the files written and the seconds it took; None when they could
+        not be written (the file's failure, or the host's)."""
+        job = done.job
+        problem = not_of_job(done.document, job.name, job.sha256, self.model_identity, self.prompt_version)
+        if problem:
+            pid = done.summary.pid if done.summary.host else None
+            error = ErrorInfo("MismatchedResult", problem, None, pid)
+            self.reporter.record_verdict(self.file_queue.settle(job, error), error.type)
+            return None
         try:
             started = time.perf_counter()
             written = write_outputs(self.spool.outbox, done.job.name, done.document, self.config.output.markdown)

@@ -69,9 +69,12 @@ def build_output(
     }
 
 
-def not_of_job(document: dict[str, Any], name: str, sha256: str, model_identity: str, prompt_version: str) -> str | None:
-    """Why a document received for a job (from a Celery worker, through the broker) is not that job's output: the
-    input it was made from, the file it names, the model or the prompts that made it; None when it is."""
+def not_of_job(document: Any, name: str, sha256: str, model_identity: str, prompt_version: str) -> str | None:
+    """Why a document received for a job (from a local worker, or a Celery worker through the broker) is not that
+    job's output: the input it was made from, the file it names, the model or the prompts that made it; None
+    when it is."""
+    if not isinstance(document, dict):
+        return "the document is not an object"
     source = document.get("source") if isinstance(document.get("source"), dict) else {}
     provenance = document.get("provenance") if isinstance(document.get("provenance"), dict) else {}
     model = provenance.get("model") if isinstance(provenance.get("model"), dict) else {}

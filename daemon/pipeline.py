@@ -51,7 +51,10 @@ def prompt_version(config: EnrichmentConfig, thresholds: tuple[float, ...] | Non
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def in_force(config: Config, model: ModelInfo) -> tuple[tuple[float, ...] | None, str]:
+InForce = tuple[tuple[float, ...] | None, str]  # the satisfaction thresholds (or None) and the prompt version
+
+
+def in_force(config: Config, model: ModelInfo) -> InForce:
     """The satisfaction thresholds a deployment has fitted for this model (or None), and the prompt version they
     make with the prompts: derived here only, for the supervisor, every worker and the Celery children alike."""
     thresholds = read_thresholds(config.paths.state, model.sha256, config.enrichment)

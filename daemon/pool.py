@@ -22,8 +22,10 @@ from daemon.config import Config
 from daemon.cpus import WorkerPlan
 from daemon.engine import EngineFactory
 from daemon.lending import Loans
-from daemon.messages import Done, Event, Failed, Heartbeat, Job, Lost, Progress, Ready, SlotStatus, WorkerState
+from daemon.messages import (Claimed, Done, Event, Failed, Heartbeat, Job, Lost, Progress, Ready, SlotStatus,
+                             WorkerState)
 from daemon.model_store import ModelInfo
+from daemon.pipeline import InForce
 from daemon.worker import WorkerSpec, worker_main
 
 STALE_HEARTBEATS = 6
@@ -36,7 +38,7 @@ class Pool(Protocol):
 
     def idle(self) -> list[int]: ...
 
-    def submit(self, slot: int, job: Job) -> None: ...
+    def submit(self, slot: int, job: Job, data: bytes) -> None: ...
 
     def collect(self, timeout: float) -> list[Event | Lost]: ...
 
@@ -85,10 +87,12 @@ class LocalPool:
     """Worker processes started with the spawn method (llama.cpp links OpenMP: a forked child hangs), each
     pinned to its own CPUs with its own model."""
 
-    def __init__(self, config: Config, plan: WorkerPlan, cpus: list[int], model: ModelInfo, factory: EngineFactory):
+    def __init__(self, config: Config, plan: WorkerPlan, cpus: list[int], model: ModelInfo, factory: EngineFactory,
+                 in_force: InForce):
         self.config = config
         self.cpu_sets = plan.cpu_sets(cpus)
         self.model = model
+        self.in_force = in_force  # the supervisor's thresholds and prompt version: every worker enriches with them
         self.factory = factory
         self.context = multiprocessing.get_context("spawn")
         self.events: Queue = self.context.Queue()
@@ -105,7 +109,7 @@ class LocalPool:
 
     def _spawn(self, worker_id: int) -> None:
         spec = WorkerSpec(worker_id, tuple(tuple(cpus) for cpus in self.cpu_sets), self.loans, self.config, self.model,
-                          self.factory)
+                          self.factory, self.in_force)
         jobs: Queue = self.context.Queue()
         process = self.context.Process(target=worker_main, args=(spec, jobs, self.events),
                                        name=f"enrichd-worker-{worker_id}", daemon=True)
@@ -167,11 +171,11 @@ class LocalPool:
     def idle(self) -> list[int]:
         return [i for i, slot in self.workers.items() if slot.state is WorkerState.IDLE]
 
-    def submit(self, slot_id: int, job: Job) -> None:
+    def submit(self, slot_id: int, job: Job, data: bytes) -> None:
         slot = self.workers[slot_id]
         self.loans.withdraw(slot_id)
         slot.job, slot.job_started, slot.state, slot.progress = job, time.monotonic(), WorkerState.BUSY, ""
-        slot.jobs.put(job)
+        slot.jobs.put(Claimed(job, data))
 
     def in_flight(self) -> list[Job]:
         return [slot.job for slot in self.workers.values() if slot.job]

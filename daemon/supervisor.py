@@ -12,29 +12,32 @@ the input moved, the figures counted) is outcomes.py's.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 
 from loguru import logger
 
 from daemon import cache as result_cache
+from daemon.calibration import SATISFACTION_FILE
+from daemon.candidates import Candidates
 from daemon.config import Config
 from daemon.cpus import available_cpus, host_plan
 from daemon.engine import EngineFactory
-from daemon.errors import EnrichdError, PoolUnavailable, StorageError
+from daemon.errors import EnrichdError, PoolUnavailable, StorageError, TranscriptError
+from daemon.formats.reading import read_input
+from daemon.guard import EntryGuard
+from daemon.intake import Intake, Settler
 from daemon.logs import setup_logging
-from daemon.messages import Job, Lost
-from daemon.calibration import SATISFACTION_FILE
+from daemon.messages import ErrorInfo, Failed, Job, Lost
 from daemon.metrics import METRICS_FILE, Metrics
+from daemon.names import shown
+from daemon.outcomes import Outcomes
 from daemon.output import output_names
 from daemon.permissions import exposure
 from daemon.pipeline import in_force
-from daemon.candidates import Candidates
-from daemon.guard import EntryGuard
-from daemon.intake import Intake, Settler
-from daemon.outcomes import Outcomes
-from daemon.names import shown
 from daemon.pool import LocalPool, Pool
 from daemon.quarantine import QUARANTINE_DIR, Quarantine
 from daemon.signals import Signals
@@ -103,14 +106,22 @@ class Supervisor:
                 return
 
     def _claim_and_submit(self, name: str, slot: int) -> bool:
-        """Claim the file and hand it to `slot`; False when it was no longer there to claim. When the pool cannot
-        take it (PoolUnavailable), the file goes back to the inbox and the error goes up."""
+        """Claim the file, read it once (the bounded read), and hand its bytes to `slot`; False when it was no longer
+        there to claim, or could not be read (that attempt's failure, settled at once). When the pool cannot take it
+        (PoolUnavailable), the file goes back to the inbox and the error goes up."""
         self.candidates.forget(name)
-        if self.file_queue.claim(name) is None:
+        path = self.file_queue.claim(name)
+        if path is None:
             return False
         job = Job(name, self.file_queue.ledger.attempts(name) + 1, time.time())
         try:
-            self.pool.submit(slot, job)
+            data = read_input(path, self.config.queue.max_bytes, shown(name))
+        except (TranscriptError, OSError) as exc:
+            self.outcomes.settle(Failed(0, job, ErrorInfo.of(exc), permanent=isinstance(exc, TranscriptError)))
+            return False
+        job = replace(job, sha256=hashlib.sha256(data).hexdigest())
+        try:
+            self.pool.submit(slot, job, data)
         except PoolUnavailable:
             self.file_queue.release(name)
             raise
@@ -154,7 +165,8 @@ class Supervisor:
         self.file_queue = FileQueue.open(self.spool, self.config.queue)
         self.guard = EntryGuard(self.spool, self.file_queue, self.storage, self.quarantine, self.reporter,
                                 self.candidates.forget)
-        self.outcomes = Outcomes(self.config, self.spool, self.file_queue, self.storage, self.reporter, self.guard)
+        self.outcomes = Outcomes(self.config, self.spool, self.file_queue, self.storage, self.reporter, self.guard,
+                                 model.identity, version)
         self._release_leftovers()
         self.file_queue.drop_partial_outputs()
         self.quarantine.load()
@@ -167,10 +179,10 @@ class Supervisor:
         if self.config.workers.backend == "celery":
             from daemon.remote.pool import CeleryPool
 
-            self.pool = CeleryPool(self.config, self.spool, model, version)
+            self.pool = CeleryPool(self.config, model, version)
             workers = f"celery workers through {self.pool.broker}, queue {self.config.celery.queue}"
         else:
-            self.pool = LocalPool(self.config, plan, cpus, model, self.factory)
+            self.pool = LocalPool(self.config, plan, cpus, model, self.factory, (thresholds, version))
             workers = f"{plan.count} worker(s) x {plan.threads} thread(s) on CPUs {','.join(map(str, cpus))}"
         logger.info("enrichd starting: {}, model {} ({}), inbox {}, {} file(s) waiting", workers, model.name,
                     model.sha256[:12], self.spool.inbox, len(self.candidates.names))

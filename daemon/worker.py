@@ -3,9 +3,9 @@
 While other workers sit idle and no file waits, its threads grow onto their CPUs and give them back
 before those workers start a job (lending.py): a lone file gets every core.
 
-Started with the spawn method (llama.cpp links OpenMP; a child forked after a decode hangs). It
-reads only from processing/ and sends the document back; the supervisor owns the inbox, every move of
-the input and every write to the outbox. Signals are ignored: the supervisor decides when a worker stops.
+Started with the spawn method (llama.cpp links OpenMP; a child forked after a decode hangs). It is
+handed each input's bytes and sends the document back; the supervisor owns the inbox, every read and
+move of the input and every write to the outbox. Signals are ignored: the supervisor decides when a worker stops.
 Whatever goes wrong inside a job is that job's failure, reported with its traceback; the worker lives on.
 """
 
@@ -27,6 +27,7 @@ from daemon.job import run_job
 from daemon.lending import Lending, Loans
 from daemon.messages import ErrorInfo, Fatal, Heartbeat, Progress, Ready, throttled
 from daemon.model_store import ModelInfo
+from daemon.pipeline import InForce
 from daemon.worker_setup import open_context
 
 PR_SET_PDEATHSIG = 1
@@ -40,6 +41,7 @@ class WorkerSpec:
     config: Config
     model: ModelInfo
     factory: EngineFactory
+    in_force: InForce
 
     @property
     def cpus(self) -> tuple[int, ...]:
@@ -66,7 +68,8 @@ def worker_main(spec: WorkerSpec, jobs: Queue, events: Queue) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     loading = time.perf_counter()
     try:
-        context, loaded = open_context(spec.config, spec.factory, spec.cpus, process=f"worker-{spec.id}", model=spec.model)
+        context, loaded = open_context(spec.config, spec.factory, spec.cpus, process=f"worker-{spec.id}", model=spec.model,
+                                       in_force=spec.in_force)
     except Exception as exc:  # any load failure is fatal for this worker; the supervisor decides what next
         events.put(Fatal(spec.id, ErrorInfo.of(exc)))
         return
@@ -82,11 +85,12 @@ def worker_main(spec: WorkerSpec, jobs: Queue, events: Queue) -> None:
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(spec, events, stop), daemon=True).start()
     events.put(Ready(spec.id, os.getpid(), time.perf_counter() - loading))
-    while (job := jobs.get()) is not None:
+    while (claimed := jobs.get()) is not None:
+        job = claimed.job
         lending.hold_own()
         try:
             progress = throttled(lambda text, job=job: events.put(Progress(spec.id, job, text)))
-            events.put(run_job(job, spec.config.paths.processing / job.name, context, progress, spec.id))
+            events.put(run_job(job, claimed.data, context, progress, spec.id))
         finally:
             lending.free_own()
     stop.set()

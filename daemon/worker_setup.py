@@ -12,7 +12,7 @@ from daemon.config import Config
 from daemon.engine import Engine, EngineFactory
 from daemon.logs import setup_logging
 from daemon.model_store import ModelInfo
-from daemon.pipeline import EnrichContext
+from daemon.pipeline import EnrichContext, InForce
 
 
 @dataclass
@@ -33,10 +33,12 @@ class Loaded:
 
 
 def open_context(config: Config, factory: EngineFactory, cpus: tuple[int, ...], *, process: str | None = None,
-                 model: ModelInfo | None = None, lazy: bool = False) -> tuple[EnrichContext, Loaded]:
+                 model: ModelInfo | None = None, lazy: bool = False,
+                 in_force: InForce | None = None) -> tuple[EnrichContext, Loaded]:
     """A worker's context: with `process`, pinned to `cpus` and logging under that name; its models loaded now
     (a load failure is the caller's to report) unless `lazy`; its cache opened; the thresholds and prompt version
-    read by the context. `model`: as the supervisor described it, else described here."""
+    read by the context. `model` and `in_force`: as the supervisor described and derived them (a local worker
+    enriches with what its supervisor checks), else described and derived here."""
     if process is not None:
         os.sched_setaffinity(0, cpus)
         setup_logging(config.logging, process=process)
@@ -47,4 +49,6 @@ def open_context(config: Config, factory: EngineFactory, cpus: tuple[int, ...], 
     cache = Cache(cache_path(config)) if config.cache.enabled else None
     context = EnrichContext(config, model, lambda: loaded.all()[0], cache,
                             (lambda: loaded.all()[-1]) if model.scorer else None)
+    if in_force is not None:
+        context.thresholds, context.prompt_version = in_force
     return context, loaded

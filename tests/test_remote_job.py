@@ -15,7 +15,7 @@ from tests.test_daemon import TRANSCRIPT
 
 
 def _message(name: str, data: bytes, identity: str, version: str) -> dict:
-    return to_wire(TaskMessage(Job(name, 1), hashlib.sha256(data).hexdigest(), base64.b64encode(data).decode("ascii"),
+    return to_wire(TaskMessage(Job(name, 1, sha256=hashlib.sha256(data).hexdigest()), base64.b64encode(data).decode("ascii"),
                                identity, version))
 
 
@@ -76,10 +76,10 @@ def test_what_crosses_the_broker_round_trips_through_json_and_a_newer_worker_s_f
     from daemon.errors import WireError
     from daemon.messages import Done, ErrorInfo, Failed, JobSummary, from_wire
 
-    job = Job("2026/call é.srt", 2, 1764600000.5)
+    job = Job("2026/call é.srt", 2, 1764600000.5, "ab" * 32)
     summary = JobSummary(("2026/call é.enriched.json",), {"total": 1.5}, 3, {"kept": 3}, EngineStats(), "miss",
                          host="h1", pid=42)
-    messages = [TaskMessage(job, "ab" * 32, "ZGF0YQ==", "m" * 64, "v1"), Done(0, job, summary, {"id": "x"}),
+    messages = [TaskMessage(job, "ZGF0YQ==", "m" * 64, "v1"), Done(0, job, summary, {"id": "x"}),
                 Failed(0, job, ErrorInfo("TranscriptError", "bad timing", None, 7), permanent=True)]
     for message in messages:
         assert from_wire(json.loads(json.dumps(to_wire(message)))) == message
@@ -90,8 +90,8 @@ def test_what_crosses_the_broker_round_trips_through_json_and_a_newer_worker_s_f
     deeper["error"]["hint"] = "x"
     with pytest.raises(WireError, match="ErrorInfo with unknown field.s. hint"):
         from_wire(deeper)
-    for bad, problem in (({**to_wire(messages[0]), "version": 2}, "wire version '2'"), ([], "not an object"),
-                         ({"kind": "lost", "version": 1}, "unknown kind 'lost'"),
-                         ({"kind": "done", "version": 1, "worker": 0}, "wrong shape")):
+    for bad, problem in (({**to_wire(messages[0]), "version": 1}, "wire version '1'"), ([], "not an object"),
+                         ({"kind": "lost", "version": 2}, "unknown kind 'lost'"),
+                         ({"kind": "done", "version": 2, "worker": 0}, "wrong shape")):
         with pytest.raises(WireError, match=problem):
             from_wire(bad)

@@ -103,7 +103,6 @@ def test_the_signing_key_is_required_and_is_not_the_broker_password(tmp_path):
 def test_a_failed_connection_prints_no_password(tmp_path, monkeypatch):
     """The supervisor's pool against a broker that is not there: its error names the broker, redacted."""
     import socket
-    from types import SimpleNamespace
 
     from daemon.errors import PoolUnavailable
     from daemon.messages import Job
@@ -116,11 +115,8 @@ def test_a_failed_connection_prints_no_password(tmp_path, monkeypatch):
         port = probe.getsockname()[1]
     config = parse_config({"workers": {"backend": "celery"},
                            "celery": {"broker_url": f"redis://:{SECRET}@127.0.0.1:{port}/0"}}, base=tmp_path)
-    source = tmp_path / "call.txt"
-    source.write_text("bonjour\n")
-    spool = SimpleNamespace(processing=tmp_path)  # the pool reads only the claimed file from it
-    pool = CeleryPool(config, spool, ModelInfo("model", "model.gguf", "0" * 64), "v1")  # type: ignore[arg-type]
+    pool = CeleryPool(config, ModelInfo("model", "model.gguf", "0" * 64), "v1")
     with pytest.raises(PoolUnavailable) as raised:
-        pool.submit(0, Job("call.txt", 1))
+        pool.submit(0, Job("call.txt", 1, sha256="0" * 64), b"bonjour\n")
     assert f"redis://:***@127.0.0.1:{port}/0" in str(raised.value)
     assert SECRET not in str(raised.value)

@@ -18,7 +18,6 @@ task of its own id, so a late result of the lost one is never taken.
 from __future__ import annotations
 
 import base64
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,17 +25,14 @@ from typing import Any
 from loguru import logger
 
 from daemon.config import Config
-from daemon.errors import PoolUnavailable, TranscriptError, WireError
-from daemon.formats.reading import read_input
+from daemon.errors import PoolUnavailable, WireError
 from daemon.messages import (Done, ErrorInfo, Event, Failed, Job, Lost, SlotStatus, TaskMessage, WorkerState,
                              from_wire, to_wire)
 from daemon.model_store import ModelInfo
 from daemon.names import shown
-from daemon.output import not_of_job
 from daemon.remote.app import RESULT_KEY, TASK, endpoints, job_id, make_app, signing_key, task_id
 from daemon.remote.signing import signed, verified
 from daemon.secrets import redacted, scrubbed
-from daemon.spool import Spool
 
 CAPACITY_SECONDS = 10.0
 INSPECT_TIMEOUT_SECONDS = 1.0
@@ -58,9 +54,8 @@ class Task:
 
 
 class CeleryPool:
-    def __init__(self, config: Config, spool: Spool, model: ModelInfo, prompt_version: str):
+    def __init__(self, config: Config, model: ModelInfo, prompt_version: str):
         self.config = config
-        self.spool = spool
         self.model = model
         self.prompt_version = prompt_version
         self.app = make_app(config)
@@ -133,17 +128,10 @@ class CeleryPool:
         return list(range(len(self.tasks), max(len(self.tasks), self.capacity)))
 
     # ----- jobs ----------------------------------------------------------------------------------
-    def submit(self, slot: int, job: Job) -> None:
-        """Publish the job with the file's bytes, read as the local worker reads them; a file that cannot be read
-        ends its job at once (reported by the next `collect`), as it would on a local worker."""
-        try:
-            data = read_input(self.spool.processing / job.name, self.config.queue.max_bytes, shown(job.name))
-        except (TranscriptError, OSError) as exc:
-            self.ended.append(Failed(0, job, ErrorInfo.of(exc), permanent=isinstance(exc, TranscriptError)))
-            return
-        message = TaskMessage(job, hashlib.sha256(data).hexdigest(), base64.b64encode(data).decode("ascii"),
-                              self.model.identity, self.prompt_version)
-        task = Task(job, task_id(job_id(job.name, message.sha256, self.model.identity, self.prompt_version), job.attempt),
+    def submit(self, slot: int, job: Job, data: bytes) -> None:
+        """Publish the job with the bytes the supervisor read at the claim."""
+        message = TaskMessage(job, base64.b64encode(data).decode("ascii"), self.model.identity, self.prompt_version)
+        task = Task(job, task_id(job_id(job.name, job.sha256, self.model.identity, self.prompt_version), job.attempt),
                     message)
         try:
             state = self.app.AsyncResult(task.id).state
@@ -211,8 +199,8 @@ class CeleryPool:
 
     def _ended(self, task: Task, payload: Any) -> Event:
         """The task's result as an event for the job the supervisor sent (whatever job the result names); a result
-        not signed with the deployment's key, of any other shape, or a document that is not this job's output
-        (other bytes, another file, another model or prompts), is that file's (transient) failure."""
+        not signed with the deployment's key, or of any other shape, is that file's (transient) failure. Whether
+        a document is this job's output is checked where every document is, before it is written (outcomes.py)."""
         del self.tasks[task.id]
         try:
             payload = verified(payload, self.key, task.id)
@@ -228,11 +216,6 @@ class CeleryPool:
             return Failed(0, task.job, ErrorInfo("MalformedResult", problem[:500], None, task.pid), permanent=False)
         if isinstance(outcome, Failed):
             return Failed(0, task.job, outcome.error, permanent=bool(outcome.permanent))
-        problem = "the document is not an object" if not isinstance(outcome.document, dict) else not_of_job(
-            outcome.document, task.job.name, task.message.sha256, self.model.identity, self.prompt_version)
-        if problem:
-            return Failed(0, task.job, ErrorInfo("MismatchedResult", f"task {task.id}: {problem}", None, task.pid),
-                          permanent=False)
         return Done(0, task.job, outcome.summary, outcome.document)
 
     def _forget(self, result: Any, task_id: str) -> None:

@@ -108,7 +108,7 @@ def run_task(child: Child, message: dict[str, Any], progress: Callable[[str], No
         data = base64.b64decode(task.data, validate=True)
     except ValueError:
         return failed("its data is not base64 (damaged in transit)")
-    if hashlib.sha256(data).hexdigest() != task.sha256:
+    if hashlib.sha256(data).hexdigest() != job.sha256:
         return failed("its bytes do not match their sha256 (damaged in transit)")
     if task.prompt_version != child.context.prompt_version:
         child.context.refresh()  # recalibrated since this child started: it enriches with what it checks
