@@ -1,0 +1,1 @@
+"""The `enrichd` subcommands, one module per area; `cli.py` parses the arguments and calls them."""
