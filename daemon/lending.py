@@ -16,7 +16,7 @@ import fcntl
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Sequence, TextIO
 
 from loguru import logger
 
@@ -51,6 +51,17 @@ class Loans:
 
     def borrower(self, lender: int) -> int:
         return int(self.lent[lender])
+
+    def withdraw_involving(self, worker: int) -> None:
+        """No loan from or to this worker."""
+        for lender in range(len(self.lent)):
+            if lender == worker or self.borrower(lender) == worker:
+                self.withdraw(lender)
+
+    def cpus_of(self, worker: int, cpu_sets: Sequence[Sequence[int]]) -> tuple[int, ...]:
+        """The CPUs a worker owns and those lent to it."""
+        return tuple(cpu for lender, cpus in enumerate(cpu_sets)
+                     if lender == worker or self.borrower(lender) == worker for cpu in cpus)
 
 
 @dataclass

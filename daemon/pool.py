@@ -123,7 +123,7 @@ class LocalPool:
             slot.process.kill()
         slot.process.join(timeout=self.grace)
         lost = Lost(slot.spec.id, slot.job, reason, slot.pid)
-        self._withdraw(slot.spec.id)
+        self.loans.withdraw_involving(slot.spec.id)
         if self.stopping:
             del self.workers[slot.spec.id]
         else:
@@ -186,7 +186,7 @@ class LocalPool:
         slot.busy_seconds += now - max(slot.job_started, slot.window_started)
         slot.job, slot.progress, slot.state, slot.idle_since = None, "", WorkerState.IDLE, now
         slot.jobs_done += 1
-        self._withdraw(slot.spec.id)
+        self.loans.withdraw_involving(slot.spec.id)
         recycle = self.config.workers.max_jobs_per_worker
         if recycle and slot.jobs_done >= recycle and not self.stopping:
             slot.jobs.put(None)
@@ -237,19 +237,8 @@ class LocalPool:
             if waiting or not busy or slot.state is not WorkerState.IDLE or now - slot.idle_since < LEND_AFTER_SECONDS:
                 self.loans.withdraw(lender)
             elif current not in busy:
-                borrower = min(busy, key=lambda worker: (len(self._cpus_of(worker)), worker))
+                borrower = min(busy, key=lambda worker: (len(self.loans.cpus_of(worker, self.cpu_sets)), worker))
                 self.loans.lend(lender, borrower)
-
-    def _cpus_of(self, worker: int) -> tuple[int, ...]:
-        """The CPUs a worker owns and those lent to it."""
-        return tuple(cpu for lender, cpus in enumerate(self.cpu_sets)
-                     if lender == worker or self.loans.borrower(lender) == worker for cpu in cpus)
-
-    def _withdraw(self, worker: int) -> None:
-        """No loan from or to this worker."""
-        for lender in range(len(self.cpu_sets)):
-            if lender == worker or self.loans.borrower(lender) == worker:
-                self.loans.withdraw(lender)
 
     # ----- stopping ------------------------------------------------------------------------------
     def drain(self) -> None:
@@ -281,7 +270,7 @@ class LocalPool:
 
     def slots(self) -> list[SlotStatus]:
         now = time.monotonic()
-        return [SlotStatus(s.spec.id, s.pid, s.state, self._cpus_of(s.spec.id) if s.job else s.spec.cpus, s.job, s.progress,
+        return [SlotStatus(s.spec.id, s.pid, s.state, self.loans.cpus_of(s.spec.id, self.cpu_sets) if s.job else s.spec.cpus, s.job, s.progress,
                            s.jobs_done, s.busy_fraction(now))
                 for s in self.workers.values()]
 

@@ -24,7 +24,7 @@ from daemon import cache as result_cache
 from daemon.calibration import SATISFACTION_FILE
 from daemon.candidates import Candidates
 from daemon.config import Config
-from daemon.cpus import available_cpus, host_plan
+from daemon.cpus import WorkerPlan, available_cpus, host_plan
 from daemon.engine import EngineFactory
 from daemon.errors import EnrichdError, PoolUnavailable, StorageError, TranscriptError
 from daemon.formats.reading import read_input
@@ -37,7 +37,8 @@ from daemon.names import shown
 from daemon.outcomes import Outcomes
 from daemon.output import output_names
 from daemon.permissions import exposure
-from daemon.pipeline import in_force
+from daemon.model_store import ModelInfo
+from daemon.pipeline import InForce, in_force
 from daemon.pool import LocalPool, Pool
 from daemon.quarantine import QUARANTINE_DIR, Quarantine
 from daemon.signals import Signals
@@ -176,14 +177,7 @@ class Supervisor:
             except (sqlite3.Error, OSError) as exc:  # each worker tries again, and goes on without it if it must
                 logger.error("cache {} cannot be prepared: {}", result_cache.cache_path(self.config), exc)
         self.candidates.add(self.intake.walk(self.spool.inbox))
-        if self.config.workers.backend == "celery":
-            from daemon.remote.pool import CeleryPool
-
-            self.pool = CeleryPool(self.config, model, version)
-            workers = f"celery workers through {self.pool.broker}, queue {self.config.celery.queue}"
-        else:
-            self.pool = LocalPool(self.config, plan, cpus, model, self.factory, (thresholds, version))
-            workers = f"{plan.count} worker(s) x {plan.threads} thread(s) on CPUs {','.join(map(str, cpus))}"
+        self.pool, workers = open_pool(self.config, plan, cpus, model, self.factory, (thresholds, version))
         logger.info("enrichd starting: {}, model {} ({}), inbox {}, {} file(s) waiting", workers, model.name,
                     model.sha256[:12], self.spool.inbox, len(self.candidates.names))
         for problem in exposure(self.config):
@@ -257,6 +251,18 @@ class Supervisor:
         self.reporter.write_metrics(slots, depth)
         self.file_queue.ledger.close()
         logger.info("stopped: {}", self.reporter.short(self.pool.slots(), self.intake.depth(self.spool.inbox)))
+
+
+def open_pool(config: Config, plan: WorkerPlan, cpus: list[int], model: ModelInfo, factory: EngineFactory,
+              in_force: InForce) -> tuple[Pool, str]:
+    """The backend's pool, and what it is in words for the start line."""
+    if config.workers.backend == "celery":
+        from daemon.remote.pool import CeleryPool
+
+        remote = CeleryPool(config, model, in_force[1])
+        return remote, f"celery workers through {remote.broker}, queue {config.celery.queue}"
+    local = LocalPool(config, plan, cpus, model, factory, in_force)
+    return local, f"{plan.count} worker(s) x {plan.threads} thread(s) on CPUs {','.join(map(str, cpus))}"
 
 
 def run_daemon(config: Config, factory: EngineFactory) -> int:

@@ -10,7 +10,8 @@ import pytest
 from daemon.cache import Cache
 from daemon.config import CorrectionConfig, EnrichmentConfig
 from daemon.correction import Corrector
-from daemon.correction.score import Judgement, Reading, ScoreCorrector
+from daemon.correction.judge import Judgement
+from daemon.correction.score import Reading, ScoreCorrector
 from daemon.engine import Branch, Completion, EngineStats, StepScores
 from daemon.prompts import prompt_set
 from daemon.transcript import Segment
@@ -141,7 +142,7 @@ def test_the_cache_key_covers_the_context_read_before_the_line():
         from daemon.correction.score import Line
 
         lines = [Line(i, s, []) for i, s in enumerate(segments(*texts))]
-        return Reading(scorer, lines, "fr").key(k)
+        return Reading(scorer, lines, "fr").judgements.key(lines, 0, k)
 
     base = key(["bonjour", "il et là", "merci"], 1)
     assert key(["bonjour", "il et là", "merci"], 1) == base

@@ -14,18 +14,22 @@ written: no judgement waits for another, and the reading is never undone.
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 from dataclasses import dataclass, field
 
+from daemon.cache import Cache
 from daemon.config import CorrectionConfig
 from daemon.correction.base import CorrectorBase
 from daemon.correction.candidates import ConfusionSets, Edit, candidates, load_sets
-from daemon.correction.outcomes import CORRECTED, EMPTY, UNCHANGED, Change, SegmentCorrection, settled_without_model
+from daemon.correction.judge import Scored, judge_line
+from daemon.correction.outcomes import EMPTY, UNCHANGED, Change, SegmentCorrection, settled_without_model
 from daemon.engine import Branch, Engine, ScoreStream
 from daemon.errors import EngineError
 from daemon.prompts import FENCE_CLOSE, FENCE_OPEN, Prompts
 from daemon.transcript import Segment
 
 MARK = "@@DIALOGUE@@"
+Rows = dict[int, dict[int, float]]  # position in the reading -> the log-probabilities read there of the tokens asked
 
 
 @dataclass(frozen=True)
@@ -39,17 +43,6 @@ class Candidate:
     changed: int
     written: int
     follow: int
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """One candidate as the model judged it (for studies): the gain of its first token, and of its whole span
-    (None when pruned)."""
-
-    position: int
-    edit: Edit
-    first_gain: float
-    gain: float | None
 
 
 @dataclass
@@ -70,6 +63,44 @@ class Line:
     def piece(self) -> str:
         return self.segment.line() + "\n"
 
+    def first_rows_read(self, rows: Rows, start: int) -> bool:
+        """The row before every candidate's first changed token is known (a line that starts a step is not: the
+        row before it is, those inside it are not yet)."""
+        return all(start + candidate.diff - 1 in rows for candidate in self.candidates)
+
+    def judged(self, rows: Rows) -> bool:
+        """Every candidate's branch is scored and every row the judgement reads is known."""
+        return self.branch_ll is not None and self.rows.stop - 1 in rows
+
+    def first_gain(self, rows: Rows, start: int, candidate: Candidate) -> float:
+        row = rows[start + candidate.diff - 1]
+        return row[candidate.tokens[candidate.diff]] - row[self.tokens[candidate.diff]]
+
+    def ask(self, start: int, following: list[int], wanted: dict[int, set[int]]) -> None:
+        """The rows this line's judgement needs (the line from its first candidate's change to the end of the
+        longest span), and at each the tokens whose log-probabilities are asked: the written text's, and each
+        candidate's first changed token."""
+        after = self.tokens + following
+        first = min(c.diff for c in self.candidates)
+        self.rows = range(start + first - 1, start + max(c.diff + c.written + c.follow for c in self.candidates) - 1)
+        for position in self.rows:
+            wanted.setdefault(position, set()).add(after[position - start + 1])
+        for candidate in self.candidates:
+            wanted[start + candidate.diff - 1].add(candidate.tokens[candidate.diff])
+
+    def branch(self, start: int, following: list[int], candidate: Candidate, back: int) -> Branch:
+        """The candidate's changed tokens and the text after them, from `back` tokens before the first change."""
+        at = candidate.diff - back
+        tokens = (candidate.tokens + following)[at: candidate.diff + candidate.changed + candidate.follow]
+        return Branch(start + at, tuple(tokens))
+
+    def written(self, rows: Rows, start: int, following: list[int], candidate: Candidate, first: int) -> float:
+        """Log-likelihood of the line as written over the candidate's span, from its token `first` on
+        (`following`: the next piece's tokens)."""
+        after = self.tokens + following
+        end = candidate.diff + candidate.written + candidate.follow
+        return sum(rows[start + j - 1][after[j]] for j in range(first, end))
+
 
 def reading_frame(engine: Engine, prompts: Prompts) -> str:
     """The prompt text before the dialogue in every metadata prompt (transcript first)."""
@@ -89,6 +120,18 @@ def _common_suffix(a: list[int], b: list[int], floor: int) -> int:
     while n < len(a) - floor and n < len(b) - floor and a[-1 - n] == b[-1 - n]:
         n += 1
     return n
+
+
+def edited(engine: Engine, line: Line, edits: tuple[Edit, ...], following: list[int], score_tokens: int) -> Candidate:
+    """The line with `edits` made, as tokens, placed against the line as written (`following`: the next piece)."""
+    text = line.segment.text
+    for edit in sorted(edits, key=lambda e: -e.start):
+        text = edit.apply(text)
+    tokens = engine.tokenize(line.segment.line(text) + "\n")
+    diff = _common_prefix(tokens, line.tokens)
+    same = _common_suffix(tokens, line.tokens, diff)
+    follow = min(score_tokens, same + len(following))
+    return Candidate(edits, tokens, diff, len(tokens) - same - diff, len(line.tokens) - same - diff, follow)
 
 
 def confusion_sets(config: CorrectionConfig, language: str) -> ConfusionSets:
@@ -134,8 +177,8 @@ class Reading:
         self.config = corrector.config
         self.engine = corrector.engine
         self.lines = lines
-        self.language = language
         self.frame = reading_frame(self.engine, corrector.prompts)
+        self.judgements = LineCache(corrector.cache, corrector.cache_scope, language, self.frame)
         self.room = self.engine.n_ctx - self.engine.n_ctx // 4
         longest = self.engine.n_ctx // 8
         for line in lines:
@@ -143,7 +186,7 @@ class Reading:
             if len(line.tokens) > longest:
                 # a turn too long to fit beside its branches is read in part and not judged
                 line.tokens, line.edits = line.tokens[:longest], []
-        self.closing = self.engine.tokenize(FENCE_CLOSE)
+        self.pieces = [line.tokens for line in lines] + [self.engine.tokenize(FENCE_CLOSE)]  # piece k is line k
         self.total = sum(1 for line in lines if line.edits)
         self.done = 0
         self.stream: ScoreStream | None = None
@@ -152,10 +195,11 @@ class Reading:
         self.in_main = 0
         self.starts: dict[int, int] = {}
         self.wanted: dict[int, set[int]] = {}
-        self.rows: dict[int, dict[int, float]] = {}
+        self.rows: Rows = {}
 
-    def tokens(self, k: int) -> list[int]:
-        return self.lines[k].tokens if k < len(self.lines) else self.closing
+    def read_up_to(self) -> int:
+        """The lines of the window read so far are [window, read_up_to())."""
+        return min(self.in_main, len(self.lines))
 
     def live(self, k: int) -> bool:
         """Line k still needs the model: it has candidates and no decision yet."""
@@ -169,10 +213,10 @@ class Reading:
             self.open_window(0)
             while any(self.live(k) for k in range(self.window, len(self.lines))):
                 self.advance()
-                for k in range(self.window, min(self.in_main, len(self.lines))):
-                    if self.live(k) and self.judged(k):
+                for k in range(self.window, self.read_up_to()):
+                    if self.live(k) and self.lines[k].judged(self.rows):
                         self.decide(k, self.judge(k))
-                        self.store(self.lines[k])
+                        self.judgements.put(self.lines[k])
         finally:
             self.stream.close()
 
@@ -184,37 +228,21 @@ class Reading:
         position = self.frame_length
         for k in range(window, len(self.lines) + 1):
             self.starts[k] = position
-            position += len(self.tokens(k))
+            position += len(self.pieces[k])
         for k in range(window, len(self.lines)):
             line = self.lines[k]
             if not self.live(k):
                 continue
             line.branch_ll = None
-            line.key = self.key(k)
-            cached = self.cached(line.key)
+            line.key = self.judgements.key(self.lines, window, k)
+            cached = self.judgements.get(line.key)
             if cached is not None:
                 self.decide(k, cached)
                 continue
             if not line.candidates:
-                line.candidates = [self.candidate(k, (edit,)) for edit in line.edits]
-            start, following = self.starts[k], line.tokens + self.tokens(k + 1)
-            first = min(c.diff for c in line.candidates)
-            line.rows = range(start + first - 1, start + max(c.diff + c.written + c.follow for c in line.candidates) - 1)
-            for position in line.rows:
-                self.wanted.setdefault(position, set()).add(following[position - start + 1])
-            for candidate in line.candidates:
-                self.wanted[start + candidate.diff - 1].add(candidate.tokens[candidate.diff])
-
-    def candidate(self, k: int, edits: tuple[Edit, ...]) -> Candidate:
-        line = self.lines[k]
-        text = line.segment.text
-        for edit in sorted(edits, key=lambda e: -e.start):
-            text = edit.apply(text)
-        tokens = self.engine.tokenize(line.segment.line(text) + "\n")
-        diff = _common_prefix(tokens, line.tokens)
-        same = _common_suffix(tokens, line.tokens, diff)
-        follow = min(self.config.score_tokens, same + len(self.tokens(k + 1)))
-        return Candidate(edits, tokens, diff, len(tokens) - same - diff, len(line.tokens) - same - diff, follow)
+                line.candidates = [edited(self.engine, line, (edit,), self.pieces[k + 1], self.config.score_tokens)
+                                   for edit in line.edits]
+            line.ask(self.starts[k], self.pieces[k + 1], self.wanted)
 
     def advance(self) -> None:
         """One step: the next pieces into the main sequence, and the branches of lines already read."""
@@ -222,7 +250,7 @@ class Reading:
         extend = self.extension()
         branches, owners = self.branches()
         if not extend and not branches:
-            if any(self.live(k) and self.judged(k) for k in range(self.window, min(self.in_main, len(self.lines)))):
+            if any(self.live(k) and self.lines[k].judged(self.rows) for k in range(self.window, self.read_up_to())):
                 return  # every candidate of these lines was pruned: they are judged without another step
             self.slide()
             extend = self.extension()
@@ -248,9 +276,9 @@ class Reading:
         extend: list[int] = []
         k = self.in_main
         while k < limit and (not extend or len(extend) < self.config.chunk_tokens):
-            if self.starts[k] + len(self.tokens(k)) > self.room:
+            if self.starts[k] + len(self.pieces[k]) > self.room:
                 break
-            extend += self.tokens(k)
+            extend += self.pieces[k]
             k += 1
         self.in_main = k
         return extend
@@ -276,98 +304,58 @@ class Reading:
         branches: list[Branch] = []
         owners: list[tuple[int, int]] = []
         prune = self.config.prune_nats
-        for k in range(self.window, min(self.in_main, len(self.lines))):
+        for k in range(self.window, self.read_up_to()):
             line = self.lines[k]
-            if not self.live(k) or line.branch_ll is not None or not self.first_rows_read(k):
+            if not self.live(k) or line.branch_ll is not None or not line.first_rows_read(self.rows, self.starts[k]):
                 continue
             line.branch_ll = []
             for i, candidate in enumerate(line.candidates):
-                if prune is not None and self.first_gain(k, candidate) < -prune:
+                if prune is not None and line.first_gain(self.rows, self.starts[k], candidate) < -prune:
                     self.c.stats.pruned += 1
                     line.branch_ll.append(None)
                     continue
                 line.branch_ll.append(0.0)
-                branches.append(self.branch(k, candidate, 0))
+                branches.append(line.branch(self.starts[k], self.pieces[k + 1], candidate, 0))
                 owners.append((k, i))
         self.c.stats.branches += len(branches)
         return branches, owners
 
-    def branch(self, k: int, candidate: Candidate, back: int) -> Branch:
-        """The candidate's changed tokens and the text after them, from `back` tokens before the first change."""
-        at = candidate.diff - back
-        tokens = (candidate.tokens + self.tokens(k + 1))[at: candidate.diff + candidate.changed + candidate.follow]
-        return Branch(self.starts[k] + at, tuple(tokens))
-
-    def first_rows_read(self, k: int) -> bool:
-        """The row before every candidate's first changed token is known (a line that starts a step is not:
-        the row before it is, those inside it are not yet)."""
-        return all(self.starts[k] + candidate.diff - 1 in self.rows for candidate in self.lines[k].candidates)
-
-    def first_gain(self, k: int, candidate: Candidate) -> float:
-        row = self.rows[self.starts[k] + candidate.diff - 1]
-        return row[candidate.tokens[candidate.diff]] - row[self.lines[k].tokens[candidate.diff]]
-
-    def written(self, k: int, candidate: Candidate, first: int) -> float:
-        """Log-likelihood of the line as written over the candidate's span, from its token `first` on."""
-        start = self.starts[k]
-        following = self.lines[k].tokens + self.tokens(k + 1)
-        end = candidate.diff + candidate.written + candidate.follow
-        return sum(self.rows[start + j - 1][following[j]] for j in range(first, end))
-
-    def judged(self, k: int) -> bool:
-        line = self.lines[k]
-        return line.branch_ll is not None and line.rows.stop - 1 in self.rows
-
     # ----- decisions -------------------------------------------------------------------------------
     def judge(self, k: int) -> SegmentCorrection:
-        """Per word, the best candidate that beats its margin, its changed word itself more likely than the written
-        one (`first_token_margin`). With several such words, each is added only if the line with it beats the
-        line without it by its margin (scored jointly, as one more branch)."""
+        """Line k's correction from its candidates' gains (judge.py); a pair of edits is scored jointly here."""
         line = self.lines[k]
         assert line.branch_ll is not None
-        best: dict[int, tuple[float, Candidate]] = {}
-        lead = self.config.first_token_margin
+        scored = []
         for candidate, ll in zip(line.candidates, line.branch_ll):
-            first = self.first_gain(k, candidate)
-            gain = None if ll is None else first + ll - self.written(k, candidate, candidate.diff + 1)
-            if self.c.trace is not None:
-                self.c.trace.append(Judgement(line.position, candidate.edits[0], first, gain))
-            edit = candidate.edits[0]
-            if gain is None or gain <= self.c.sets.margin(edit) or (lead is not None and first <= lead):
-                continue
-            if gain > best.get(edit.word, (float("-inf"), candidate))[0]:
-                best[edit.word] = (gain, candidate)
-        if not best:
-            return SegmentCorrection(line.segment.text, UNCHANGED)
-        ranked = sorted(best.values(), key=lambda pair: -pair[0])
-        gain, current = ranked[0]
-        changes = [_change(current.edits[0], gain)]
-        for _, other in ranked[1:]:
-            joint = self.candidate(k, current.edits + other.edits)
-            joint_gain = self.score_alone(k, joint)
-            if joint_gain is not None and joint_gain - gain > self.c.sets.margin(other.edits[0]):
-                changes.append(_change(other.edits[0], joint_gain - gain))
-                gain, current = joint_gain, joint
-        text = line.segment.text
-        for edit in sorted(current.edits, key=lambda e: -e.start):
-            text = edit.apply(text)
-        return SegmentCorrection(text, CORRECTED, changes=tuple(sorted(changes, key=lambda c: c.word)))
+            first = line.first_gain(self.rows, self.starts[k], candidate)
+            scored.append(Scored(candidate.edits, first, None if ll is None else self.gain(k, candidate, ll)))
+        return judge_line(line.segment.text, line.position, scored, self.c.sets, self.config.first_token_margin,
+                          partial(self.score_alone, k), self.c.trace)
 
-    def score_alone(self, k: int, candidate: Candidate) -> float | None:
-        """The gain of a candidate of line k, in a step of its own. Its first changed token is nearly always a
-        single edit's, whose row was read; if not, the branch starts one token early to score it."""
+    def score_alone(self, k: int, edits: tuple[Edit, ...]) -> float | None:
+        """The gain of line k with `edits`, in a step of its own. Its first changed token is nearly always a single
+        edit's, whose row was read; if not, the branch starts one token early to score it."""
         assert self.stream is not None
+        candidate = edited(self.engine, self.lines[k], edits, self.pieces[k + 1], self.config.score_tokens)
         read = candidate.tokens[candidate.diff] in self.rows[self.starts[k] + candidate.diff - 1]
         if not read and candidate.diff == 0:
             return None
         if self.starts[k] + candidate.diff + candidate.written + candidate.follow - 2 not in self.rows:
             return None
-        scores = self.stream.step([], {}, [self.branch(k, candidate, 0 if read else 1)])
+        branch = self.lines[k].branch(self.starts[k], self.pieces[k + 1], candidate, 0 if read else 1)
+        scores = self.stream.step([], {}, [branch])
         self.c.stats.model_calls += 1
         self.c.stats.branches += 1
-        if read:
-            return self.first_gain(k, candidate) + scores.branches[0] - self.written(k, candidate, candidate.diff + 1)
-        return scores.branches[0] - self.written(k, candidate, candidate.diff)
+        return self.gain(k, candidate, scores.branches[0], read)
+
+    def gain(self, k: int, candidate: Candidate, ll: float, first_read: bool = True) -> float:
+        """How much more likely line k is with the candidate than as written, given its branch's log-likelihood:
+        from its second changed token on, the first one's row read with the line (or, not `first_read`, in it)."""
+        line, start, following = self.lines[k], self.starts[k], self.pieces[k + 1]
+        if first_read:
+            first = line.first_gain(self.rows, start, candidate)
+            return first + ll - line.written(self.rows, start, following, candidate, candidate.diff + 1)
+        return ll - line.written(self.rows, start, following, candidate, candidate.diff)
 
     def decide(self, k: int, outcome: SegmentCorrection) -> None:
         self.lines[k].known = outcome
@@ -375,28 +363,28 @@ class Reading:
         if self.c.progress:
             self.c.progress(f"{self.done}/{self.total} segments judged")
 
-    # ----- cache -----------------------------------------------------------------------------------
-    def key(self, k: int) -> list[str]:
-        """Everything line k's judgement depends on: the text read before it, the line, and what follows it."""
-        before = self.frame + "".join(line.piece for line in self.lines[self.window:k])
-        after = self.lines[k + 1].piece if k + 1 < len(self.lines) else FENCE_CLOSE
-        return [self.c.cache_scope, self.language, "score", hashlib.sha256(before.encode()).hexdigest(),
-                self.lines[k].segment.text, after]
 
-    def cached(self, key: list[str]) -> SegmentCorrection | None:
-        if self.c.cache is None:
-            return None
-        value = self.c.cache.get("segment", key)
+class LineCache:
+    """Judgements kept across calls, each under everything it depends on: the model and prompts (`scope`), the
+    language, the text read before the line, the line, and what follows it."""
+
+    def __init__(self, cache: Cache | None, scope: str, language: str, frame: str):
+        self.cache, self.scope, self.language, self.frame = cache, scope, language, frame
+
+    def key(self, lines: list[Line], window: int, k: int) -> list[str]:
+        before = self.frame + "".join(line.piece for line in lines[window:k])
+        after = lines[k + 1].piece if k + 1 < len(lines) else FENCE_CLOSE
+        return [self.scope, self.language, "score", hashlib.sha256(before.encode()).hexdigest(), lines[k].segment.text,
+                after]
+
+    def get(self, key: list[str]) -> SegmentCorrection | None:
+        value = self.cache.get("segment", key) if self.cache is not None else None
         if value is None:
             return None
         changes = tuple(Change(c["word"], c["from"], c["to"], c["rule"], c["gain"]) for c in value["changes"])
         return SegmentCorrection(value["text"], value["status"], changes=changes)
 
-    def store(self, line: Line) -> None:
-        if self.c.cache is not None and line.key is not None and line.known is not None:
-            self.c.cache.put("segment", line.key, {"text": line.known.text, "status": line.known.status,
-                                                   "changes": [c.as_dict() for c in line.known.changes]})
-
-
-def _change(edit: Edit, gain: float) -> Change:
-    return Change(edit.word, edit.source, edit.target, edit.kind, gain)
+    def put(self, line: Line) -> None:
+        if self.cache is not None and line.key is not None and line.known is not None:
+            self.cache.put("segment", line.key, {"text": line.known.text, "status": line.known.status,
+                                                 "changes": [c.as_dict() for c in line.known.changes]})

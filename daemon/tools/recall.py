@@ -21,7 +21,7 @@ from typing import Any
 from daemon.config import Config
 from daemon.correction import Corrector, SegmentCorrection, confusion_sets
 from daemon.correction.candidates import ConfusionSets, candidates, normal
-from daemon.correction.score import Judgement
+from daemon.correction.judge import Judgement
 from daemon.engine import Engine, EngineStats
 from daemon.formats import parse
 from daemon.messages import ProgressReport
