@@ -101,9 +101,20 @@ class LlamaEngine:
         return surprise(self._runtime, self.render(system, user), data_content(user), self.stats)
 
     def prompt_rate(self, text: str, tokens: int) -> float:
-        """Prompt tokens per second over the first `tokens` tokens of `text` repeated (bench limits)."""
+        """Prompt tokens per second over the first `tokens` tokens of `text` repeated, evaluated at once from an
+        empty cache (bench limits)."""
         ids = self._runtime.tokenize(text, prompt=True)
-        return self._runtime.prompt_rate((ids * (tokens // max(1, len(ids)) + 1))[:tokens])
+        ids = (ids * (tokens // max(1, len(ids)) + 1))[:tokens]
+        self._runtime.keep_prefix([], 0)
+        started = time.perf_counter()
+        self._runtime.evaluate(ids, 0)
+        rate = len(ids) / (time.perf_counter() - started)
+        self._runtime.sync([])
+        return rate
 
     def generation_rate(self, prompt: str, max_tokens: int) -> float:
-        return self._runtime.generation_rate(prompt, max_tokens)
+        """Tokens per second of greedy generation after `prompt` (bench limits)."""
+        self._runtime.completion(prompt, max_tokens=1)
+        started = time.perf_counter()
+        out = self._runtime.completion(prompt, max_tokens=max_tokens, temperature=0.0, top_k=1)
+        return out["usage"]["completion_tokens"] / (time.perf_counter() - started)

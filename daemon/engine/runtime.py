@@ -9,7 +9,6 @@ llama-cpp-python release means re-reading this file, and only this file.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -252,22 +251,6 @@ class Runtime:
             return self._llm.create_completion(self.tokenize(prompt, prompt=True), **kwargs)
         except (ValueError, RuntimeError) as exc:
             raise EngineError(f"llama.cpp failed: {exc}") from exc
-
-    def generation_rate(self, prompt: str, max_tokens: int) -> float:
-        """Tokens per second of greedy generation after `prompt` (for `enrichd bench`'s limits)."""
-        self._llm.create_completion(prompt, max_tokens=1)
-        started = time.perf_counter()
-        out = self._llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, top_k=1)
-        return out["usage"]["completion_tokens"] / (time.perf_counter() - started)
-
-    def prompt_rate(self, tokens: Sequence[int]) -> float:
-        """Tokens per second of one prompt evaluation from an empty cache (for `enrichd bench`'s limits)."""
-        self.keep_prefix([], 0)
-        started = time.perf_counter()
-        self.evaluate(tokens, 0)
-        rate = len(tokens) / (time.perf_counter() - started)
-        self.sync([])
-        return rate
 
 
 # ----- llama.cpp's quantiser ---------------------------------------------------------------------
