@@ -13,10 +13,11 @@ from typing import Any, Literal
 import yaml
 
 from daemon.errors import ConfigError
+from daemon.formats.limits import InputLimits
+from daemon.formats.registry import EXTENSIONS
 from daemon.secrets import yaml_problem
 
 CONFIG_ENV = "ENRICHD_CONFIG"
-MAX_INPUT_BYTES = 20_000_000
 PATHS_ENV_PREFIX = "ENRICHD_PATHS_"
 
 
@@ -38,16 +39,6 @@ class PathsConfig:
     state: Path = Path("var/state")
 
 
-@dataclass(frozen=True)
-class InputLimits:
-    """What one input may hold; past any of these it fails at once with the limit named (never retried)."""
-
-    max_bytes: int = MAX_INPUT_BYTES
-    max_segments: int = 20_000
-    max_segment_chars: int = 20_000
-    max_seconds: float = 86_400.0
-
-
 @dataclass
 class QueueConfig:
     settle_seconds: float = _field(2.0, 0)
@@ -57,7 +48,7 @@ class QueueConfig:
     on_success: Literal["archive", "delete"] = "archive"
     max_attempts: int = _field(3, 1)
     backoff_seconds: float = _field(5.0, 0)
-    extensions: list[str] = _field([".json", ".srt", ".vtt", ".txt"])
+    extensions: list[str] = _field(list(EXTENSIONS))  # every registered format's (formats/__init__.py)
     ignore: list[str] = _field([])
     max_bytes: int = _field(InputLimits.max_bytes, 1)
     max_segments: int = _field(InputLimits.max_segments, 1)

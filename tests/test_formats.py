@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import InputLimits
+from daemon.formats.limits import InputLimits
 from daemon.errors import TranscriptError
 from daemon.formats import parse
 from daemon.output import build_output
@@ -227,14 +227,15 @@ def test_a_read_error_is_not_a_transcript_error_so_it_is_retried(tmp_path, monke
     assert not isinstance(caught.value, TranscriptError) and caught.value.errno == errno.EIO
 
 
-def test_a_new_format_cannot_be_half_added_the_schema_and_the_default_extensions_know_every_reader():
-    """The two places a new reader must also be named (issue: "hidden steps"): the output schema's format enum, or
-    every output of that format fails validation; queue.extensions' default, or no file of it is ever taken."""
+def test_every_registered_format_is_in_the_schema_and_its_extensions_are_taken_by_default():
+    """A format is declared once (formats/registry.py): queue.extensions' default follows from the registry, and the
+    output schema's format enum (a file other programs read) must name every format, or its outputs fail
+    validation."""
     from daemon.config import QueueConfig
-    from daemon.formats import EXTENSION_FORMATS, JSON_FORMATS, TEXT_FORMATS
+    from daemon.formats.registry import FORMATS
     from daemon.schema import output_schema
 
-    produced = {fmt for fmt, _, _ in JSON_FORMATS} | set(TEXT_FORMATS)
-    enum = set(output_schema()["properties"]["source"]["properties"]["format"]["enum"])
-    assert produced <= enum, f"add {sorted(produced - enum)} to the format enum of daemon/enriched.schema.json"
-    assert set(EXTENSION_FORMATS) | {".json"} <= set(QueueConfig().extensions), "add the extension to queue.extensions"
+    enum = output_schema()["properties"]["source"]["properties"]["format"]["enum"]
+    assert sorted(f.name for f in FORMATS) == sorted(enum), "the schema's format enum and the registry disagree"
+    assert set(QueueConfig().extensions) == {extension for f in FORMATS for extension in f.extensions}
+    assert [f.name for f in FORMATS if f.matches] == ["rev", "aws", "whisper.cpp", "whisperx", "whisper"]

@@ -11,30 +11,17 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
 
-from daemon.config import InputLimits
 from daemon.errors import TranscriptError
-from daemon.formats import aws, rev, srt, text, vtt, whisper, whisper_cpp
+from daemon.formats import srt, text, vtt
 from daemon.formats.common import ParsedSegments
 from daemon.formats.decoding import decode_text
+from daemon.formats.limits import InputLimits
 from daemon.formats.reading import read_input
+from daemon.formats.registry import EXTENSION_FORMATS, JSON_FORMATS, TEXT_FORMATS
 from daemon.names import shown
 from daemon.transcript import Segment, Transcript
 
-JsonReader = Callable[[Any, str], ParsedSegments]
-TextReader = Callable[[str, str], ParsedSegments]
-
-# Order matters: the first shape that matches wins.
-JSON_FORMATS: list[tuple[str, Callable[[Any], bool], JsonReader]] = [
-    (rev.FORMAT, rev.matches, rev.read),
-    (aws.FORMAT, aws.matches, aws.read),
-    (whisper_cpp.FORMAT, whisper_cpp.matches, whisper_cpp.read),
-    (whisper.WHISPERX, whisper.matches_whisperx, whisper.read),
-    (whisper.WHISPER, whisper.matches, whisper.read),
-]
-TEXT_FORMATS: dict[str, TextReader] = {srt.FORMAT: srt.read, vtt.FORMAT: vtt.read, text.FORMAT: text.read}
-EXTENSION_FORMATS = {".srt": srt.FORMAT, ".vtt": vtt.FORMAT, ".txt": text.FORMAT}
 SRT_TIMING = re.compile(r"^\s*(\d+:)?\d{1,2}:\d{2}[,.]\d{1,3}\s*-->", re.MULTILINE)
 
 
@@ -52,9 +39,10 @@ def _parse_json(body: str, name: str) -> tuple[str, ParsedSegments]:
     except json.JSONDecodeError as exc:
         raise TranscriptError(name, "json", f"invalid JSON: {exc.msg} (column {exc.colno})",
                               line=exc.lineno) from None
-    for fmt, matches, reader in JSON_FORMATS:
-        if matches(doc):
-            return fmt, reader(doc, name)
+    for fmt in JSON_FORMATS:
+        assert fmt.matches is not None
+        if fmt.matches(doc):
+            return fmt.name, fmt.read(doc, name)
     keys = ", ".join(sorted(doc)[:8]) if isinstance(doc, dict) else type(doc).__name__
     raise TranscriptError(
         name, "json", f"unknown JSON shape (top-level: {keys}); expected Whisper, WhisperX, "
@@ -72,7 +60,7 @@ def _read_segments(body: str, name: str, extension: str) -> tuple[str, ParsedSeg
     thousands deep, a number with hundreds of digits) is a problem of this file, named, never a retry."""
     fmt = "json" if body.lstrip()[:1] in ("{", "[") or extension == ".json" else _detect_text_format(body, extension)
     try:
-        return _parse_json(body, name) if fmt == "json" else (fmt, TEXT_FORMATS[fmt](body, name))
+        return _parse_json(body, name) if fmt == "json" else (fmt, TEXT_FORMATS[fmt].read(body, name))
     except RecursionError:
         raise TranscriptError(name, fmt, "nested too deeply to be a transcript") from None
     except (OverflowError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
