@@ -10,7 +10,7 @@ import pytest
 from daemon.calibration import read_labels
 from daemon.errors import ConfigError
 from daemon.calibration import fit_thresholds, read_thresholds, satisfaction_fit, write_thresholds
-from daemon.metadata import score_of
+from daemon.satisfaction import score_of
 from daemon.tools.satisfaction import auc
 from tests.conftest import ROOT, SIMSAMU, write_config
 from tests.test_end_to_end import short_srt

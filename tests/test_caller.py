@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from daemon.caller import Relation, addressed_as, opening, relations
-from daemon.metadata import contracted
+from daemon.answers import contracted
 from daemon.prompts import DEFAULTS, Prompts
 
 FR = Prompts(**DEFAULTS["fr"])

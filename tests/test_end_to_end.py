@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from daemon.formats import parse
-from daemon.metadata import SourceText
+from daemon.answers import SourceText
 from daemon.schema import schema_errors
 from daemon.text import WORD, words
 from tests.conftest import (

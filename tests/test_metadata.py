@@ -12,20 +12,10 @@ from daemon.engine import Completion
 from daemon.engine.llama import LlamaEngine
 from daemon.engine.runtime import LlamaSettings
 from daemon.engine import EngineStats
-from daemon.metadata import (
-    DIGITS,
-    Invalid,
-    MetadataResult,
-    MetadataWriter,
-    Satisfaction,
-    SourceText,
-    contradicts,
-    contracted,
-    validate_bullets,
-    validate_justification,
-    validate_summary,
-    validate_title,
-)
+from daemon.answers import (Invalid, SourceText, contracted, contradicts, validate_bullets, validate_justification,
+                            validate_summary, validate_title)
+from daemon.metadata import DIGITS, MetadataResult, MetadataWriter
+from daemon.satisfaction import Satisfaction
 from daemon.prompts import DEFAULTS, Prompts
 from daemon.text import words
 from tests.conftest import small_model_path

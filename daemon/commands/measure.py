@@ -59,7 +59,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from daemon.calibration import fit_thresholds, read_calls, read_labels, write_thresholds
     from daemon.cpus import available_cpus
     from daemon.engine import load_llama
-    from daemon.metadata import score_of
+    from daemon.satisfaction import score_of
     from daemon.model_store import describe_model
 
     config = loaded_config(args)

@@ -18,7 +18,8 @@ from daemon.calibration import Labelled, read_call
 from daemon.config import Config, MetadataConfig
 from daemon.engine import Engine, EngineStats
 from daemon.messages import ProgressReport
-from daemon.metadata import MetadataResult, MetadataWriter, SourceText
+from daemon.answers import SourceText
+from daemon.metadata import MetadataResult, MetadataWriter
 from daemon.prompts import fenced, prompt_set
 
 PREVIOUS_TASK = {
