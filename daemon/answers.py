@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
 
 from daemon.config import MetadataConfig
 from daemon.prompts import Prompts
@@ -170,10 +169,3 @@ def validate_bullets(answer: str, source: SourceText, config: MetadataConfig) ->
         reason = f"{len(items)} valid bullet points, need 3" + (f" ({narrating} narrated turns)" if narrating else "")
         raise Invalid(reason, retry="facts_only" if narrating else "stricter")
     return items[:6]
-
-
-VALIDATORS: dict[str, Callable[[str, SourceText, MetadataConfig], Any]] = {
-    "title": validate_title,
-    "summary": validate_summary,
-    "bullets": validate_bullets,
-}

@@ -17,19 +17,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from daemon.answers import VALIDATORS, Invalid, SourceText, contracted, validate_justification
+from daemon.answers import Invalid, SourceText, contracted, validate_justification
 from daemon.caller import addressed_as, opening, relations
 from daemon.config import MetadataConfig, TaskSettings
 from daemon.engine import Engine
 from daemon.errors import EngineError
+from daemon.fields import WRITER_FIELDS
 from daemon.messages import ProgressReport
 from daemon.prompts import Prompts, fenced
 from daemon.record import RESOLUTIONS
 from daemon.satisfaction import Satisfaction, normalised
 
-TASKS = ("title", "summary", "satisfaction", "bullets")
+TASKS = tuple(f.value_key for f in WRITER_FIELDS)
+STOP = {f.value_key: f.stop for f in WRITER_FIELDS}  # where a written answer ends
 ANSWER_MARGIN_TOKENS = 64
-STOPS: dict[str, list[str]] = {"title": ["\n"], "summary": ["\n\n\n"], "bullets": ["\n\n\n"]}
 REASON_STOPS = [". ", "\n"]
 RETRY_TEMPERATURE = 0.7
 DIGITS = ("1", "2", "3", "4", "5")
@@ -82,7 +83,7 @@ class MetadataWriter:
         with the reason recorded."""
         for attempt in range(2):
             try:
-                return validate(self._ask(context, instruction, self._settings(task), STOPS[task], begun))
+                return validate(self._ask(context, instruction, self._settings(task), STOP[task], begun))
             except Invalid as exc:
                 result.null_reasons[reason_key] = str(exc)
                 if attempt == 0:
@@ -201,7 +202,7 @@ class MetadataWriter:
             instruction = _task_text(self.prompts, "chunk_summary", self.config)
             summaries = []
             for i, part in enumerate(parts, start=1):
-                summaries.append(" ".join(self._ask(part, instruction, settings, STOPS["summary"]).split()))
+                summaries.append(" ".join(self._ask(part, instruction, settings, STOP["summary"]).split()))
                 result.chunks += 1
                 if self.progress:
                     self.progress(f"chunk {i}/{len(parts)}")
@@ -215,11 +216,12 @@ class MetadataWriter:
             return result
         context = self.context(dialogue, result)
         source = SourceText.of(dialogue)
-        for task in TASKS:
-            if task == "satisfaction":
+        for declared in WRITER_FIELDS:
+            task, validate = declared.value_key, declared.validate
+            if declared.made == "read":
                 value = self.satisfaction(context, source, result)
             else:
-                validate = VALIDATORS[task]
+                assert validate is not None
                 begun = self.opening(context, dialogue) if task == "summary" else ""
                 value = self._answer(task, context, _task_text(self.prompts, task, self.config),
                                      lambda answer: validate(answer, source, self.config), result, task, begun)

@@ -11,6 +11,7 @@ from typing import Any
 
 from daemon.correction.outcomes import EMPTY, SKIPPED
 from daemon.errors import OutputError, StorageError
+from daemon.fields import FIELDS
 from daemon.fsops import fsync_dir, is_host_fault
 from daemon.names import fitted, shown
 from daemon.schema import schema_errors
@@ -56,13 +57,7 @@ def build_output(
                    "sha256": transcript.sha256, "bytes": transcript.bytes},
         "language": transcript.language,
         "segments": segments,
-        "metadata": None if metadata is None else {
-            "title": metadata.get("title"),
-            "summary": metadata.get("summary"),
-            "satisfaction": metadata.get("satisfaction"),
-            "bullet_points": metadata.get("bullets"),
-            "record": metadata.get("record"),
-        },
+        "metadata": None if metadata is None else {f.name: metadata.get(f.value_key) for f in FIELDS},
         "provenance": provenance,
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "stats": stats,
@@ -98,36 +93,12 @@ def _clock(seconds: float | None) -> str:
     return f"{minutes:02d}:{rest:02d}"
 
 
-def _record_lines(record: dict[str, Any] | None) -> list[str]:
-    if not record:
-        return []
-    lines = ["## Call record", ""]
-    if record["reason"]:
-        lines.append(f"**Reason:** {record['reason']}  ")
-    if record["actions"]:
-        lines.append(f"**Actions:** {'; '.join(record['actions'])}  ")
-    resolution = record["resolution"]
-    if resolution:
-        lines.append(f"**Resolution:** {resolution['value']} (p = {resolution['confidence']})  ")
-    if record["next_steps"]:
-        lines.append(f"**Next steps:** {'; '.join(record['next_steps'])}  ")
-    if record["entities"]:
-        lines.append("**Entities:** " + ", ".join(f"{e['text']} (segment {e['segment']})" for e in record["entities"]))
-    return lines + [""]
-
-
 def render_markdown(output: dict[str, Any]) -> str:
     meta = output.get("metadata") or {}
     lines = [f"# {meta.get('title') or output['id']}", ""]
-    satisfaction = meta.get("satisfaction")
-    if satisfaction:
-        because = f" — {satisfaction['justification']}" if satisfaction["justification"] else ""
-        lines += [f"**Satisfaction:** {satisfaction['score']}/5 (expected {satisfaction['expected']}){because}", ""]
-    if meta.get("bullet_points"):
-        lines += [f"- {b}" for b in meta["bullet_points"]] + [""]
-    if meta.get("summary"):
-        lines += [meta["summary"], ""]
-    lines += _record_lines(meta.get("record"))
+    for declared in FIELDS:
+        if meta.get(declared.name):
+            lines += declared.markdown(meta[declared.name])
     lines += ["## Dialogue", ""]
     for segment in output["segments"]:
         if segment["text"].strip():

@@ -104,8 +104,8 @@ class FakeEngine:
             text = "\n".join(f"[{n}] {t}" for n, t in lines)
         elif "titre" in user.lower() or "title" in user.lower():
             text = "Appel au service pour un problème"
-        elif "points" in user:
-            text = "- L'appelant décrit son problème\n- Le service pose des questions\n- Une solution est proposée"
+        elif "points" in user or "faits clés" in user:
+            text = "- Motif : une panne depuis hier\n- Décision : un technicien passera\n- Conseils : redémarrer l'appareil"
         else:
             text = "L'appelant décrit un problème et le service propose une solution adaptée."
         completion = Completion(text, self.count_tokens(user), self.count_tokens(user), self.count_tokens(text), 0.0, "stop")
