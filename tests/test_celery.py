@@ -264,7 +264,9 @@ def test_a_poison_file_fails_after_its_attempts_while_the_others_flow(spool, red
     assert error["error_type"] == "KeyError" and error["attempts"] == 2 and "raise KeyError" in error["traceback"]
 
 
-def test_the_real_enrichd_worker_with_the_real_test_model_enriches_a_call(spool, redis):
+def test_the_real_enrichd_worker_with_the_real_test_model_enriches_a_call_as_a_local_worker_does(spool, redis, tmp_path):
+    """One job path: the same call through a Celery worker and through the local pool, both with the real test model
+    (one worker of one thread each, the same seed), gives the same document but for its timings and figures."""
     path, config = spool(celery_config(redis, output={"markdown": True}, workers={"job_timeout_seconds": 240},
                                        celery={"visibility_timeout_seconds": 400}))
     source = config.paths.inbox.parent / "reveil.srt"
@@ -280,6 +282,17 @@ def test_the_real_enrichd_worker_with_the_real_test_model_enriches_a_call(spool,
     assert (config.paths.outbox / "reveil.enriched.md").read_text().startswith("# ")
     assert (config.paths.archive / source.name).read_bytes() == source.read_bytes()
     assert "loaded in" in (path.parent / "worker.log").read_text(errors="replace")
+    from daemon.config import load_config
+    from tests.conftest import write_config
+
+    (tmp_path / "local").mkdir()
+    local_path = write_config(tmp_path / "local", {"workers": {"count": 1, "threads": 1, "job_timeout_seconds": 240}})
+    local = load_config(local_path)
+    local.paths.inbox.mkdir(parents=True)
+    with running_daemon(local_path, fake=False):
+        (local.paths.inbox / source.name).write_bytes(source.read_bytes())
+        wait_for(lambda: (local.paths.outbox / "reveil.enriched.json").exists(), 400, interval=1, what="the local output")
+    assert strip(json.loads((local.paths.outbox / "reveil.enriched.json").read_text())) == strip(output)
 
 
 def test_a_forged_result_of_the_wrong_shape_fails_that_attempt_only_and_the_file_is_enriched_after(spool, redis):

@@ -97,9 +97,9 @@ def test_enrichd_enrich_cli_and_whole_file_cache_hit(tmp_path):
     assert strip(outputs[0]) == strip(outputs[1])
 
 
-# two real calls, JSON with speaker labels (the slowest check of `make test`: about a minute a call on 2 vCPUs; five,
-# then three made CI overrun its 30-minute budget). Quality at scale is measured by `enrichd bench`, not here.
-QUALITY_CALLS = ["dj_2022_msn.json", "dj_2023_coups.json"]
+# two short real calls, JSON with speaker labels (the slowest check of `make test`: five calls, then three made CI
+# overrun its 30-minute budget). Quality at scale is measured by `enrichd bench`, not here.
+QUALITY_CALLS = ["dj_2022_msn.json", "dj_2022_arme_blanche.json"]
 
 
 @pytest.mark.quality

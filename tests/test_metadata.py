@@ -243,7 +243,8 @@ def test_task_before_transcript_reads_the_transcript_again_for_every_task():
 def test_transcript_three_times_the_budget_goes_through_map_reduce():
     engine = small_engine(1024)
     writer = MetadataWriter(engine, QUICK, PROMPTS)
-    lines = [f"patient: ligne {i}, j'ai mal au ventre depuis {i} heures et je ne sais pas quoi faire" for i in range(200)]
+    # 80 lines: about 2,500 tokens, four budgets' worth (a make test budget: each chunk is a summary written)
+    lines = [f"patient: ligne {i}, j'ai mal au ventre depuis {i} heures et je ne sais pas quoi faire" for i in range(80)]
     dialogue = "\n".join(lines)
     assert engine.count_tokens(dialogue) > 3 * writer._budget()
     result = writer.write(dialogue)
