@@ -88,19 +88,18 @@ class Outcomes:
         job = done.job
         problem = not_of_job(done.document, job.name, job.sha256, self.model_identity, self.prompt_version)
         if problem:
-            pid = done.summary.pid if done.summary.host else None
-            error = ErrorInfo("MismatchedResult", problem, None, pid)
+            error = ErrorInfo("MismatchedResult", problem, None, done.summary.pid)
             self.reporter.record_verdict(self.file_queue.settle(job, error), error.type)
             return None
         try:
             started = time.perf_counter()
-            written = write_outputs(self.spool.outbox, done.job.name, done.document, self.config.output.markdown)
+            written = write_outputs(self.spool.outbox, job.name, done.document, self.config.output.markdown)
         except StorageError as exc:
             self.storage.report(str(exc))
-            self.file_queue.settle(done.job, ErrorInfo.of(exc), host_fault=True)
+            self.file_queue.settle(job, ErrorInfo.of(exc), host_fault=True)
             return None
         except OutputError as exc:
-            self.reporter.record_verdict(self.file_queue.settle(done.job, ErrorInfo.of(exc)), type(exc).__name__)
+            self.reporter.record_verdict(self.file_queue.settle(job, ErrorInfo.of(exc)), type(exc).__name__)
             return None
         outputs = tuple(str(path.relative_to(self.spool.outbox)) for path in written)
         timings = {**done.summary.timings, "write": round(time.perf_counter() - started, 3)}
