@@ -1,9 +1,11 @@
-"""Satisfaction per deployment: labelled calls read by the model, and thresholds fitted to their labels.
+"""Satisfaction thresholds: labelled calls read by the model, and the cut points fitted to their labels.
 
 A call centre labels some of its own calls (a CSV of file name and label, 1 to 5, or happy/unhappy for
 studies); `enrichd calibrate` reads each with the satisfaction question, and fits the cut points that map
 the model's expected satisfaction to the labels (`fit_thresholds`), stored in the state folder with what they
-were fitted for (`write_thresholds`, `read_thresholds`).
+were fitted for (`write_thresholds`, `read_thresholds`). Without them, the thresholds shipped per language for
+the default model (`satisfaction_defaults.yaml`, fitted the same way on one labelled set and checked on another)
+apply where they were fitted for the model and question in use; else the expectation is rounded.
 """
 
 from __future__ import annotations
@@ -84,19 +86,25 @@ def read_calls(config: Config, engine: Engine, calls: list[Labelled], progress: 
 
 
 SATISFACTION_FILE = "satisfaction.yaml"
+DEFAULTS_FILE = Path(__file__).with_name("satisfaction_defaults.yaml")
+Thresholds = dict[str, tuple[float, ...]]  # language -> the four cut points in force for it
 
 
 def fit_thresholds(labelled: list[tuple[float, int]]) -> tuple[float, ...]:
-    """Four cut points on `expected` that give the most labelled calls their own label (scores rising with
-    `expected`): the best split of the calls sorted by `expected` into five runs, 1 to 5, found by dynamic
-    programming; calls with equal expectations are never split. A cut falls midway between its two runs."""
+    """Four cut points on `expected` that put each labelled call's score as near its label as scores rising with
+    `expected` allow: the least total distance between scores and labels (then the most exact agreements), found
+    by dynamic programming over the calls sorted by `expected`; calls with equal expectations are never split. A
+    cut falls midway between its two runs. Distance, not agreement alone: a call that no rising score can match
+    goes to the nearest score, not to whichever end is free (a satisfied caller scored 1)."""
     values = sorted({e for e, _ in labelled})
     blocks = [[label for e, label in labelled if e == value] for value in values]
-    # best[i][s]: most agreements for the first i blocks, scored at most s
-    best = [[0] * 6 for _ in range(len(blocks) + 1)]
+    cost = lambda block, s: 1000 * sum(abs(s - label) for label in block) - block.count(s)  # noqa: E731
+    # best[i][s]: the least cost of the first i blocks, scored at most s
+    unreachable = float("inf")
+    best = [[0.0] * 6] + [[unreachable] * 6 for _ in blocks]
     for i, block in enumerate(blocks, start=1):
         for s in range(1, 6):
-            best[i][s] = max(best[i][s - 1], best[i - 1][s] + block.count(s))
+            best[i][s] = min(best[i][s - 1] if s > 1 else unreachable, best[i - 1][s] + cost(block, s))
     scores, s = [0] * len(blocks), 5
     for i in range(len(blocks), 0, -1):
         while s > 1 and best[i][s] == best[i][s - 1]:
@@ -120,17 +128,39 @@ def satisfaction_fit(model_sha256: str, enrichment: EnrichmentConfig) -> str:
     return hashlib.sha256(json.dumps(material).encode()).hexdigest()[:12]
 
 
+def _fitted_cuts(entry: Any, fit: str) -> tuple[float, ...] | None:
+    """An entry's four rising cut points when it was fitted for `fit`; None when damaged or fitted for another."""
+    try:
+        cuts = tuple(float(t) for t in entry["thresholds"])
+        fitted_for = entry.get("fitted_for")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return cuts if len(cuts) == 4 and list(cuts) == sorted(cuts) and fitted_for == fit else None
+
+
 def read_thresholds(state_dir: Path, model_sha256: str, enrichment: EnrichmentConfig) -> tuple[float, ...] | None:
     """The thresholds `enrichd calibrate --write` stored for this deployment, if any, fitted for this model and
     question."""
     try:
         data = yaml.safe_load((state_dir / SATISFACTION_FILE).read_text())
-        cuts = tuple(float(t) for t in data["thresholds"])
-        fitted_for = data.get("fitted_for")
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError):
+    except (OSError, yaml.YAMLError):
         return None
+    return _fitted_cuts(data, satisfaction_fit(model_sha256, enrichment))
+
+
+def packaged_thresholds(model_sha256: str, enrichment: EnrichmentConfig, path: Path = DEFAULTS_FILE) -> Thresholds:
+    """The thresholds shipped per language, for the languages whose entry was fitted for this model and question."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     fit = satisfaction_fit(model_sha256, enrichment)
-    return cuts if len(cuts) == 4 and list(cuts) == sorted(cuts) and fitted_for == fit else None
+    found = {language: _fitted_cuts(entry, fit) for language, entry in data.items()}
+    return {language: cuts for language, cuts in found.items() if cuts is not None}
+
+
+def thresholds_in_force(state_dir: Path, model_sha256: str, enrichment: EnrichmentConfig) -> Thresholds:
+    """The deployment's own thresholds for every language when it has calibrated for this model and question, else
+    the packaged ones where they apply; a language with neither is rounded."""
+    own = read_thresholds(state_dir, model_sha256, enrichment)
+    return {language: own for language in LANGUAGES} if own else packaged_thresholds(model_sha256, enrichment)
 
 
 def write_thresholds(state_dir: Path, thresholds: tuple[float, ...], calls: int, model_sha256: str,

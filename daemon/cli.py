@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("calibrate", cmd_calibrate, "fit the satisfaction score to this deployment's labelled calls")
     p.add_argument("--labels", required=True, help="CSV of file,label (1 to 5) for calls you labelled")
     p.add_argument("--corpus", help="folder of those files (default: the CSV's folder)")
+    p.add_argument("--check", help="CSV of other labelled calls, not fitted on: how the thresholds do on them")
     p.add_argument("--write", action="store_true", help="store the thresholds in <state>/satisfaction.yaml for the daemon")
     p = add("requeue", cmd_requeue, "move failed files back to the inbox")
     p.add_argument("names", nargs="*")

@@ -22,7 +22,7 @@ from daemon.correction import STATUSES, Corrector, confusion_sets
 from daemon.engine import Engine, EngineStats
 from daemon.language import detect_language
 from daemon.messages import ProgressReport
-from daemon.calibration import read_thresholds
+from daemon.calibration import Thresholds, thresholds_in_force
 from daemon.metadata import MetadataWriter
 from daemon.model_store import ModelInfo
 from daemon.output import SegmentOutcome, build_output
@@ -37,7 +37,7 @@ def correction_settings(config: CorrectionConfig) -> dict[str, Any]:
     return {k: v for k, v in asdict(config).items() if k != "model"}
 
 
-def prompt_version(config: EnrichmentConfig, thresholds: tuple[float, ...] | None = None) -> str:
+def prompt_version(config: EnrichmentConfig, thresholds: Thresholds | None = None) -> str:
     """Short hash of every enrichment setting (the language, prompt texts, confusion sets, generation parameters)
     and the calibration: changes whenever outputs could."""
     material: dict[str, Any] = {
@@ -46,18 +46,19 @@ def prompt_version(config: EnrichmentConfig, thresholds: tuple[float, ...] | Non
         "correction": correction_settings(config.correction),
         "confusions": {lang: confusion_sets(config.correction, lang).digest for lang in LANGUAGES},
         "metadata": asdict(config.metadata),
-        "satisfaction_thresholds": thresholds,
+        "satisfaction_thresholds": thresholds or None,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
 
 
-InForce = tuple[tuple[float, ...] | None, str]  # the satisfaction thresholds (or None) and the prompt version
+InForce = tuple[Thresholds, str]  # the satisfaction thresholds per language and the prompt version
 
 
 def in_force(config: Config, model: ModelInfo) -> InForce:
-    """The satisfaction thresholds a deployment has fitted for this model (or None), and the prompt version they
-    make with the prompts: derived here only, for the supervisor, every worker and the Celery children alike."""
-    thresholds = read_thresholds(config.paths.state, model.sha256, config.enrichment)
+    """The satisfaction thresholds in force for this model, per language (the deployment's, else the packaged
+    defaults), and the prompt version they make with the prompts: derived here only, for the supervisor, every
+    worker and the Celery children alike."""
+    thresholds = thresholds_in_force(config.paths.state, model.sha256, config.enrichment)
     return thresholds, prompt_version(config.enrichment, thresholds)
 
 
@@ -71,7 +72,7 @@ class EnrichContext:
     cache: Cache | None = None
     scorer: Callable[[], Engine] | None = None  # the scoring corrector's own smaller model, if configured
     prompt_version: str = field(init=False)
-    thresholds: tuple[float, ...] | None = field(init=False)
+    thresholds: Thresholds = field(init=False)
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -152,7 +153,7 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
     if metadata is None:
         writer = MetadataWriter(engine, enrichment.metadata, prompts,
                                 progress=(lambda task: progress(f"metadata {task}")) if progress else None,
-                                thresholds=context.thresholds)
+                                thresholds=context.thresholds.get(language))
         result = writer.write(dialogue)
         metadata = {"values": result.values, "null_reasons": result.null_reasons}
         meta_stats.update(retries=result.retries, chunks=result.chunks)

@@ -21,7 +21,7 @@ from dataclasses import replace
 from loguru import logger
 
 from daemon import cache as result_cache
-from daemon.calibration import SATISFACTION_FILE
+from daemon.calibration import SATISFACTION_FILE, read_thresholds
 from daemon.candidates import Candidates
 from daemon.config import Config
 from daemon.cpus import WorkerPlan, available_cpus, host_plan
@@ -155,10 +155,11 @@ class Supervisor:
         model = self.factory.describe(self.config)
         self.reporter.plan, self.reporter.model = plan, model
         thresholds, version = in_force(self.config, model)
-        if thresholds is None and (self.spool.state / SATISFACTION_FILE).exists():
+        own = self.spool.state / SATISFACTION_FILE
+        if own.exists() and read_thresholds(self.spool.state, model.sha256, self.config.enrichment) is None:
             logger.warning("{}: satisfaction thresholds ignored (damaged, or fitted for another model or question); "
-                           "scores are rounded expectations until `enrichd calibrate --write` is run again",
-                           self.spool.state / SATISFACTION_FILE)
+                           "scores use the packaged defaults ({}) or rounded expectations until `enrichd calibrate "
+                           "--write` is run again", own, ", ".join(sorted(thresholds)) or "none for this model")
         if self.config.metrics.enabled:
             self.reporter.metrics = Metrics(self.config.metrics.file or self.spool.state / METRICS_FILE, model, version)
             if self.config.metrics.listen:

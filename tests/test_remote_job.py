@@ -7,6 +7,7 @@ import hashlib
 
 from daemon.messages import Job, TaskMessage, to_wire
 from daemon.calibration import write_thresholds
+from daemon.prompts import LANGUAGES
 from daemon.output import not_of_job
 from daemon.pipeline import EnrichContext, in_force
 from daemon.remote.tasks import Child, run_task
@@ -30,7 +31,7 @@ def test_a_child_started_before_calibrate_enriches_with_the_thresholds_of_the_ve
     before = context.prompt_version
     write_thresholds(config.paths.state, (1.5, 2.5, 3.5, 3.9), 12, model.sha256, config.enrichment)
     thresholds, after = in_force(config, model)
-    assert thresholds == (1.5, 2.5, 3.5, 3.9) and after != before
+    assert thresholds == {language: (1.5, 2.5, 3.5, 3.9) for language in LANGUAGES} and after != before
     data = TRANSCRIPT.format(marker="").encode()
     result = run_task(child, _message("call.txt", data, model.identity, after), lambda text: None)
     assert result["kind"] == "done", result

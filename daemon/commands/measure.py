@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from daemon.commands.common import EXIT_CONFIG, EXIT_OK, loaded_config
 
@@ -55,27 +57,46 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _agreement(title: str, results: list[dict[str, Any]], labels: list[int | None], cuts: tuple[float, ...]) -> None:
+    """Each call's label beside its rounded and its calibrated score, then how often each agrees with the labels
+    and how much of the set its most common score takes."""
+    from daemon.satisfaction import score_of
+
+    calibrated = [score_of(r["expected"], cuts) for r in results]
+    print(title)
+    print(f"{'file':40} {'label':>7} {'expected':>8} {'rounded':>7} {'calibrated':>10}")
+    for r, score in zip(results, calibrated):
+        print(f"{r['file'][:40]:40} {r['label']:>7} {r['expected']:>8} {r['score']:>7} {score:>10}")
+    for name, scores in (("rounded", [r["score"] for r in results]), ("calibrated", calibrated)):
+        agree = sum(score == label for score, label in zip(scores, labels))
+        common, count = Counter(scores).most_common(1)[0]
+        print(f"  {name}: agrees with the label in {agree}/{len(results)}; most common score {common} "
+              f"in {count}/{len(results)}")
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from daemon.calibration import fit_thresholds, read_calls, read_labels, write_thresholds
+    from daemon.calibration import fit_thresholds, read_calls, read_labels, satisfaction_fit, write_thresholds
     from daemon.cpus import available_cpus
     from daemon.engine import load_llama
-    from daemon.satisfaction import score_of
     from daemon.model_store import describe_model
 
     config = loaded_config(args)
-    calls = read_labels(Path(args.labels), Path(args.corpus) if args.corpus else None)
+    corpus = Path(args.corpus) if args.corpus else None
+    calls = read_labels(Path(args.labels), corpus)
+    held_out = read_labels(Path(args.check), corpus) if args.check else []
     engine = load_llama(config, len(available_cpus()))
-    results = read_calls(config, engine, calls, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    results = read_calls(config, engine, calls, progress=progress)
+    checked = read_calls(config, engine, held_out, progress=progress)
     labels = [call.level for call in calls]
     cuts = fit_thresholds([(r["expected"], label) for r, label in zip(results, labels)])
-    print(f"{'file':40} {'label':>7} {'expected':>8} {'rounded':>7} {'calibrated':>10}")
-    for r, label in zip(results, labels):
-        print(f"{r['file'][:40]:40} {r['label']:>7} {r['expected']:>8} {r['score']:>7} {score_of(r['expected'], cuts):>10}")
-    rounded = sum(r["score"] == label for r, label in zip(results, labels))
-    calibrated = sum(score_of(r["expected"], cuts) == label for r, label in zip(results, labels))
-    print(f"agreement with the labels: {rounded}/{len(calls)} rounded, {calibrated}/{len(calls)} with thresholds "
-          f"{', '.join(map(str, cuts))}")
+    _agreement(f"fitted on {args.labels}", results, labels, cuts)
+    if held_out:
+        _agreement(f"checked on {args.check} (not fitted on)", checked, [call.level for call in held_out], cuts)
+    model_sha256 = describe_model(config).sha256
+    print(f"thresholds {', '.join(map(str, cuts))}, fitted for {satisfaction_fit(model_sha256, config.enrichment)} "
+          "(this model and satisfaction question)")
     if args.write:
-        written = write_thresholds(config.paths.state, cuts, len(calls), describe_model(config).sha256, config.enrichment)
+        written = write_thresholds(config.paths.state, cuts, len(calls), model_sha256, config.enrichment)
         print(f"thresholds written to {written}")
     return EXIT_OK
