@@ -1,6 +1,7 @@
 """What the model writes, checked and normalised before it is kept: a title, a summary, bullet points, a
 justification. An answer that copies the transcript, narrates its turns, repeats itself or says the opposite of
-its score is refused (`Invalid`, with the reason recorded and the instruction for one retry)."""
+its score is refused (`Invalid`, with the reason recorded and the instruction for one retry); a summary sentence
+or a bullet that states a number or a name the call does not hold is dropped (evidence.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from daemon.config import MetadataConfig
+from daemon.evidence import Evidence
 from daemon.prompts import Prompts
 from daemon.text import narrates, words
 
@@ -36,6 +38,7 @@ class SourceText:
     lines: list[tuple[str, ...]]
     runs: set[tuple[str, ...]] = field(default_factory=set)
     speakers: frozenset[str] = frozenset()
+    evidence: Evidence = Evidence(frozenset(), frozenset())
 
     @classmethod
     def of(cls, dialogue: str) -> "SourceText":
@@ -43,7 +46,7 @@ class SourceText:
         runs = {ws[i:i + COPY_RUN_WORDS] for ws in lines for i in range(len(ws) - COPY_RUN_WORDS + 1)}
         heads = (line.partition(": ")[0].strip().lower() for line in dialogue.split("\n") if ": " in line)
         speakers = frozenset(head for head in heads if 0 < len(words(head)) <= 3)
-        return cls([ws for ws in lines if len(ws) >= COPY_LINE_WORDS], runs, speakers)
+        return cls([ws for ws in lines if len(ws) >= COPY_LINE_WORDS], runs, speakers, Evidence.of(dialogue))
 
     def narrates(self, item: str) -> bool:
         return narrates(item, self.speakers)
@@ -89,7 +92,31 @@ def validate_title(answer: str, source: SourceText, config: MetadataConfig) -> s
         raise Invalid(f"title has {count} words", retry="shorter")
     if source.copies(title):
         raise Invalid("title copies the transcript")
+    unsupported = source.evidence.unsupported(title, heading=True)
+    if unsupported:
+        raise Invalid(f"title states {', '.join(unsupported)}, which the call does not")
     return title
+
+
+def _sentences(text: str) -> list[str]:
+    return re.split(r"(?<=[.!?])\s+", text)
+
+
+def first_sentences(text: str, count: int) -> str:
+    """The first `count` sentences of an answer (all of it for 0; a line break ends a sentence too), each ended with a
+    full stop where the model wrote none (a one-sentence summary is stopped at its first ". ")."""
+    sentences = [s for line in text.split("\n") for s in _sentences(" ".join(line.split())) if s]
+    return " ".join(s if s[-1] in ".!?…" else f"{s}." for s in sentences[:count or None])
+
+
+def _supported(text: str, source: SourceText) -> str:
+    """The summary without its sentences that state a number or a name the call does not hold; the first sentence
+    (the caller, judged) must hold, or the summary is invalid."""
+    first, *rest = _sentences(text)
+    unsupported = source.evidence.unsupported(first)
+    if unsupported:
+        raise Invalid(f"summary states {', '.join(unsupported)}, which the call does not")
+    return " ".join([first, *(sentence for sentence in rest if not source.evidence.unsupported(sentence))])
 
 
 def _trim_to_words(text: str, limit: int) -> str:
@@ -97,7 +124,7 @@ def _trim_to_words(text: str, limit: int) -> str:
     if len(words(text)) <= limit:
         return text
     kept = ""
-    for sentence in re.split(r"(?<=[.!?])\s+", text):
+    for sentence in _sentences(text):
         if len(words(kept + " " + sentence)) > limit:
             break
         kept = f"{kept} {sentence}".strip()
@@ -114,7 +141,7 @@ def validate_summary(answer: str, source: SourceText, config: MetadataConfig) ->
         raise Invalid("summary repeats itself")
     if source.copies(text):
         raise Invalid("summary copies the transcript")
-    return _trim_to_words(text, config.summary_max_words)
+    return _trim_to_words(_supported(text, source), config.summary_max_words)
 
 
 def cue_phrases(listed: str) -> list[tuple[str, ...]]:
@@ -151,8 +178,9 @@ def validate_justification(answer: str, source: SourceText, score: int, prompts:
 
 
 def validate_bullets(answer: str, source: SourceText, config: MetadataConfig) -> list[str]:
-    """Facts of the call: items that copy the transcript or narrate its turns are dropped; fewer than 3 left is
-    invalid (retried asking for facts when narration is what was dropped)."""
+    """Facts of the call: items that copy the transcript, narrate its turns or state a number or a name the call does
+    not hold are dropped; fewer than 3 left is invalid (retried asking for facts when narration is what was
+    dropped)."""
     items: list[str] = []
     narrating = 0
     for line in answer.split("\n"):
@@ -163,7 +191,8 @@ def validate_bullets(answer: str, source: SourceText, config: MetadataConfig) ->
         n = len(words(item))
         if source.narrates(item):
             narrating += 1
-        elif 2 <= n <= 25 and not source.copies(item) and item.lower() not in (i.lower() for i in items):
+        elif (2 <= n <= 25 and not source.copies(item) and not source.evidence.unsupported(item)
+              and item.lower() not in (i.lower() for i in items)):
             items.append(item)
     if len(items) < 3:
         reason = f"{len(items)} valid bullet points, need 3" + (f" ({narrating} narrated turns)" if narrating else "")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from daemon.answers import Invalid, SourceText, contracted, validate_justification
+from daemon.answers import Invalid, SourceText, contracted, first_sentences, validate_justification
 from daemon.caller import addressed_as, opening, relations
 from daemon.config import MetadataConfig, TaskSettings
 from daemon.engine import Engine
@@ -77,13 +77,21 @@ class MetadataWriter:
                                                        temperature=settings.temperature, stop=stop,
                                                        repeat_penalty=self.config.repeat_penalty).text)
 
+    def _summary_sentences(self) -> int:
+        return int(self.prompts.summary_sentences)  # a count of 0 or more, checked with the config
+
+    def _stop(self, task: str) -> list[str]:
+        """Where a written answer ends: a summary of one sentence at its first full stop, since nothing after it
+        would be kept."""
+        return [*STOP[task], ". ", "\n"] if task == "summary" and self._summary_sentences() == 1 else STOP[task]
+
     def _answer(self, task: str, context: str, instruction: str, validate: Callable[[str], Any],
                 result: MetadataResult, reason_key: str, begun: str = "") -> Any:
         """A validated answer, asked once more with a stricter instruction if the first is invalid, else None
         with the reason recorded."""
         for attempt in range(2):
             try:
-                return validate(self._ask(context, instruction, self._settings(task), STOP[task], begun))
+                return validate(self._ask(context, instruction, self._settings(task), self._stop(task), begun))
             except Invalid as exc:
                 result.null_reasons[reason_key] = str(exc)
                 if attempt == 0:
@@ -223,8 +231,10 @@ class MetadataWriter:
             else:
                 assert validate is not None
                 begun = self.opening(context, dialogue) if task == "summary" else ""
+                kept = self._summary_sentences() if task == "summary" else 0
                 value = self._answer(task, context, _task_text(self.prompts, task, self.config),
-                                     lambda answer: validate(answer, source, self.config), result, task, begun)
+                                     lambda answer: validate(first_sentences(answer, kept) if kept else answer,
+                                                             source, self.config), result, task, begun)
             result.values[task] = value
             if value is not None:
                 result.null_reasons.pop(task, None)

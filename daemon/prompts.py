@@ -33,6 +33,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
             "ou décidé. Réponds uniquement par le résumé."
         ),
         "summary_answer": "Appel de",
+        "summary_sentences": "1",
         "caller_question": ("Pour qui la personne qui téléphone appelle-t-elle ? Réponds par son lien avec la personne "
                             "qui a besoin d'aide."),
         "caller_answer": "La personne qui téléphone appelle pour ",
@@ -93,6 +94,7 @@ DEFAULTS: dict[str, dict[str, str]] = {
         "title": "Give a short title, 3 to 8 words, saying why the person called. Answer with the title only, without quotes.",
         "summary": "Summarise the call in at most {max_words} words: who calls, about what, what is decided. Answer with the summary only.",
         "summary_answer": "",
+        "summary_sentences": "2",
         "caller_question": "",
         "caller_answer": "",
         "relations": "",
@@ -134,6 +136,7 @@ class Prompts:
     title: str
     summary: str
     summary_answer: str
+    summary_sentences: str  # how many of the summary's sentences are kept ("0": all within summary_max_words)
     caller_question: str
     caller_answer: str
     relations: str
@@ -167,9 +170,13 @@ def prompt_set(config: EnrichmentConfig, language: str) -> Prompts:
     return Prompts(**texts)
 
 
-def unknown_prompt_keys(config: EnrichmentConfig) -> list[str]:
+def prompt_problems(config: EnrichmentConfig) -> list[str]:
+    """`enrichment.prompts` overrides that name no prompt, or give a count that is not one."""
     valid = {f"{lang}.{name}" for lang, texts in DEFAULTS.items() for name in texts}
-    return sorted(set(config.prompts) - valid)
+    found = [f"enrichment.prompts.{key}: unknown prompt (use <fr|en>.<name>)" for key in sorted(set(config.prompts) - valid)]
+    found += [f"enrichment.prompts.{key}: {text!r} is not a number of sentences (0 keeps all)"
+              for key, text in config.prompts.items() if key.endswith(".summary_sentences") and not str(text).isdigit()]
+    return found
 
 
 FENCE_OPEN, FENCE_CLOSE = "<transcription>\n", "</transcription>"

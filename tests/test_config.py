@@ -85,8 +85,10 @@ def test_oversubscribed_config_refused_by_cli(tmp_path):
     assert "workers.count x workers.threads" in result.stderr
 
 
-def test_unknown_prompt_override_is_an_error(tmp_path):
+def test_unknown_prompt_override_and_a_count_that_is_not_one_are_errors(tmp_path):
     path = tmp_path / "p.yaml"
-    path.write_text("enrichment:\n  prompts:\n    fr.titel: x\n")
+    path.write_text("enrichment:\n  prompts:\n    fr.titel: x\n    en.summary_sentences: two\n    fr.summary_sentences: '3'\n")
     result = enrichd("check-config", str(path))
-    assert result.returncode == 2 and "fr.titel" in result.stderr
+    assert result.returncode == 2 and "fr.titel: unknown prompt" in result.stderr
+    assert "en.summary_sentences: 'two' is not a number of sentences" in result.stderr
+    assert "fr.summary_sentences" not in result.stderr

@@ -12,8 +12,8 @@ from daemon.engine import Completion
 from daemon.engine.llama import LlamaEngine
 from daemon.engine.runtime import LlamaSettings
 from daemon.engine import EngineStats
-from daemon.answers import (Invalid, SourceText, contracted, contradicts, validate_bullets, validate_justification,
-                            validate_summary, validate_title)
+from daemon.answers import (Invalid, SourceText, contracted, contradicts, first_sentences, validate_bullets,
+                            validate_justification, validate_summary, validate_title)
 from daemon.metadata import DIGITS, MetadataResult, MetadataWriter
 from daemon.satisfaction import Satisfaction
 from daemon.prompts import DEFAULTS, Prompts
@@ -157,6 +157,28 @@ def test_a_title_too_long_is_asked_again_for_fewer_words():
         "title", DIALOGUE, PROMPTS.title, lambda answer: validate_title(answer, SOURCE, CONFIG), result, "title")
     assert title == "Enfant malade" and result.retries == 1
     assert PROMPTS.shorter not in engine.asked[0] and PROMPTS.stricter not in engine.asked[1]
+
+
+def test_a_number_or_a_name_the_call_does_not_hold_is_dropped_or_refused():
+    summary = validate_summary("Appel d'un parent pour son fils de 3 ans. Il vomit depuis 80 heures. Le docteur Martin "
+                               "arrive. Un médecin de garde est envoyé.", SOURCE, CONFIG)
+    assert summary == "Appel d'un parent pour son fils de 3 ans. Un médecin de garde est envoyé."
+    with pytest.raises(Invalid, match="summary states 4, which"):
+        validate_summary("Appel d'un parent pour son fils de 4 ans. Un médecin de garde est envoyé.", SOURCE, CONFIG)
+    with pytest.raises(Invalid, match="title states 12, which"):
+        validate_title("Fièvre depuis 12 jours", SOURCE, CONFIG)
+    assert validate_title("Fièvre d'un enfant de 3 ans, appel au SAMU", SOURCE, CONFIG) == \
+        "Fièvre d'un enfant de 3 ans, appel au SAMU"
+    bullets = validate_bullets("- Motif : Fièvre\n- Âge : 3 ans\n- Dose : 500 mg\n- Avis du docteur Martin\n"
+                               "- Médecin de garde envoyé", SOURCE, CONFIG)
+    assert bullets == ["Motif : Fièvre", "Âge : 3 ans", "Médecin de garde envoyé"]
+
+
+def test_the_summary_keeps_its_first_sentences_ended_with_a_full_stop():
+    answer = "Appel d'une mère pour son fils de trois ans\nIl a de la fièvre. Un médecin est envoyé."
+    assert first_sentences("Appel d'une mère pour son fils de trois ans", 1) == "Appel d'une mère pour son fils de trois ans."
+    assert first_sentences(answer, 2) == "Appel d'une mère pour son fils de trois ans. Il a de la fièvre."
+    assert first_sentences("Un. Deux. Trois.", 2) == "Un. Deux." and first_sentences("Un. Deux.", 0) == "Un. Deux."
 
 
 def test_bullets_filtered_deduplicated_and_bounded():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.tools.summaries import Sheet, invented, numbers, read_sheets, rouge, score_outputs
+from daemon.evidence import numbers
+from daemon.tools.summaries import Sheet, invented, read_sheets, rouge, score_outputs
 
 
 def output(title: str, summary: str | None, bullets: list[str], lines: list[str]) -> dict[str, Any]:
@@ -40,6 +41,7 @@ def test_an_inverted_narrating_inventing_output_is_caught_on_each_count():
 def test_numbers_in_words_count_as_stated_and_rouge_keeps_accents():
     assert {86, 28, 14} <= numbers("quatre-vingt-six ans, vingt huit ans et quatorze ans")
     assert invented("Une fille de 14 ans", "ma fille de quatorze ans") == []
+    assert invented("Voisin malade", "il a le covid", title="COVID-19 chez un voisin") == []
     assert invented("Motif : Brûlure au bras, vue par Lyon", "il s'est brûlé le bras") == ["Lyon"]
     assert rouge("la fièvre est élevée", "la fièvre est élevée")["rougeL"] == 1.0
     assert rouge("la fievre", "la fièvre")["rouge1"] == 0.5

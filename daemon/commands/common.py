@@ -13,12 +13,11 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 def validated_config(path: str | None) -> Config:
     """The config plus the checks that need other modules: prompt names and the CPU split."""
     from daemon.cpus import available_cpus, plan_workers
-    from daemon.prompts import unknown_prompt_keys
+    from daemon.prompts import prompt_problems
     from daemon.remote.app import problems as celery_problems
 
     config = load_config(path)
-    found = [f"enrichment.prompts.{k}: unknown prompt (use <fr|en>.<name>)" for k in unknown_prompt_keys(config.enrichment)]
-    found += celery_problems(config)
+    found = prompt_problems(config.enrichment) + celery_problems(config)
     if found:
         raise ConfigError(str(config.source or "<defaults>"), found)
     plan_workers(config.workers, available_cpus())

@@ -1,11 +1,11 @@
 """What people read first, measured: the title, summary and bullets of enriched outputs against fact sheets
 (`facts/simsamu.yaml`), against reference summaries (ROUGE-1/2/L, a corpus' `references.yaml`), and
-structural checks every output must pass: the caller named as the caller, no bullet narrating a turn (the
-metadata validator's own test, so outputs of an older version are measured by the rule new ones meet), no
-number or name that the transcript does not hold, the transcript's language.
+structural checks every output must pass: the caller named as the caller, no bullet narrating a turn, no
+number or name that the transcript does not hold (those two by the metadata validators' own rules, so outputs of
+an older version are measured by the rule new ones meet), the transcript's language.
 
 Matching is on lowercased text with accents kept, at word boundaries. A measurement, not a validator: the
-daemon's own checks live in daemon/metadata.py; these are what BENCHMARKS.md reports for each method.
+daemon's own checks live in daemon/answers.py; these are what BENCHMARKS.md reports for each method.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from daemon.evidence import Evidence
 from daemon.language import detect_language
 from daemon.record import RESOLUTIONS
 from daemon.text import narrates, words
@@ -27,12 +28,6 @@ FACTS_DIR = Path(__file__).with_name("facts")
 AGENT_CALLS = re.compile(r"\b(?:le|la|un|une|l'|the|an?)?\s*(?:médecin|docteur|dr|régulat\w*|agent|samu|opérat\w*|"
                          r"doctor|operator)\b[^.;\n]{0,40}?\b(?:appelle|a appelé|téléphone à|contacte|calls|called)\b",
                          re.IGNORECASE)
-UNITS = {"zéro": 0, "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "six": 6, "sept": 7,
-         "huit": 8, "neuf": 9, "dix": 10, "onze": 11, "douze": 12, "treize": 13, "quatorze": 14, "quinze": 15,
-         "seize": 16, "vingt": 20, "trente": 30, "quarante": 40, "cinquante": 50, "soixante": 60, "cent": 100,
-         "mille": 1000, "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "seven": 7, "eight": 8,
-         "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fifteen": 15, "twenty": 20,
-         "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "hundred": 100, "thousand": 1000}
 
 
 def mentions(text: str, phrase: str) -> bool:
@@ -40,50 +35,11 @@ def mentions(text: str, phrase: str) -> bool:
     return re.search(r"(?<!\w)" + re.escape(phrase.lower()) + r"(?!\w)", text.lower()) is not None
 
 
-def numbers(text: str) -> set[int]:
-    """Every number the text states, in digits or in words (French or English, compounds like quatre-vingt-six)."""
-    found = {int(d) for d in re.findall(r"\d+", text)}
-    run: list[int] = []
-    for word in re.findall(r"[a-zéèû]+", text.lower().replace("-", " ")) + [""]:
-        if word in UNITS or (word in ("et", "and") and run):
-            if word not in ("et", "and"):
-                run.append(UNITS[word])
-            continue
-        if run:
-            total, current = 0, 0
-            for value in run:
-                if value in (100, 1000):
-                    current = max(1, current) * value
-                    total, current = total + current, 0
-                elif value == 20 and current in (4,):  # quatre-vingt
-                    current *= 20
-                else:
-                    current += value
-            found.add(total + current)
-            found.update(run)
-        run = []
-    return found
-
-
 def invented(output_text: str, transcript: str, title: str = "") -> list[str]:
-    """Numbers and names in the output that the transcript does not hold: a number in digits, a capitalised word
-    inside a sentence of the summary or bullets, a word in capitals anywhere (titles are often in Title Case, so
-    only their numbers and capitals count)."""
-    written = {int(d) for d in re.findall(r"\d+", f"{title}\n{output_text}")}
-    missing = [str(n) for n in sorted(written - numbers(transcript))]
-    source = {part for word in words(transcript) for part in (word, *re.split(r"['’-]", word)) if part}
-
-    def absent(token: str) -> bool:
-        token = re.sub(r"['’]s?$", "", token)
-        parts = [p for p in re.split(r"['’-]", token.lower()) if p]
-        return token.lower() not in source and not all(p in source for p in parts)
-
-    for sentence in re.split(r"(?<=[.!?:])\s+|\n", output_text):  # "Motif : Enfant ...": a word after a label opens
-        for token in re.findall(r"[\w'’-]+", sentence)[1:]:
-            if token[:1].isupper() and not token.isdigit() and absent(token):
-                missing.append(token)
-    missing += [t for t in re.findall(r"\b[A-ZÉÈ]{2,}\b", title) if absent(t)]
-    return missing
+    """Numbers and names in the output that the transcript does not hold, by the validators' own rule (evidence.py):
+    outputs of an older version are measured by the rule new ones meet."""
+    evidence = Evidence.of(transcript)
+    return evidence.unsupported(title, heading=True) + evidence.unsupported(output_text)
 
 
 def _rouge_n(candidate: list[str], reference: list[str], n: int) -> float:
