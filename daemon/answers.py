@@ -36,9 +36,9 @@ class SourceText:
     """The transcript as the validators see it, to catch answers that copy it verbatim."""
 
     lines: list[tuple[str, ...]]
+    evidence: Evidence  # the numbers and words the transcript holds: an answer may state no others
     runs: set[tuple[str, ...]] = field(default_factory=set)
     speakers: frozenset[str] = frozenset()
-    evidence: Evidence = Evidence(frozenset(), frozenset())
 
     @classmethod
     def of(cls, dialogue: str) -> "SourceText":
@@ -46,7 +46,7 @@ class SourceText:
         runs = {ws[i:i + COPY_RUN_WORDS] for ws in lines for i in range(len(ws) - COPY_RUN_WORDS + 1)}
         heads = (line.partition(": ")[0].strip().lower() for line in dialogue.split("\n") if ": " in line)
         speakers = frozenset(head for head in heads if 0 < len(words(head)) <= 3)
-        return cls([ws for ws in lines if len(ws) >= COPY_LINE_WORDS], runs, speakers, Evidence.of(dialogue))
+        return cls([ws for ws in lines if len(ws) >= COPY_LINE_WORDS], Evidence.of(dialogue), runs, speakers)
 
     def narrates(self, item: str) -> bool:
         return narrates(item, self.speakers)
