@@ -43,6 +43,9 @@ def test_numbers_in_words_count_as_stated_and_rouge_keeps_accents():
     assert invented("Une fille de 14 ans", "ma fille de quatorze ans") == []
     assert invented("Voisin malade", "il a le covid", title="COVID-19 chez un voisin") == []
     assert invented("Motif : Brûlure au bras, vue par Lyon", "il s'est brûlé le bras") == ["Lyon"]
+    # a name the transcript misspells is the same name with or without its final s, never another one
+    assert invented("They talk about Bill Gates' home.", "have you seen Bill Gate's home?") == []
+    assert invented("They talk about Bill Gates' home in Seattle.", "have you seen Bill Gate's home?") == ["Seattle"]
     assert rouge("la fièvre est élevée", "la fièvre est élevée")["rougeL"] == 1.0
     assert rouge("la fievre", "la fièvre")["rouge1"] == 0.5
 
