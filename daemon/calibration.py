@@ -11,6 +11,7 @@ apply where they were fitted for the model and question in use; else the expecta
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -141,26 +142,40 @@ def _fitted_cuts(entry: Any, fit: str) -> tuple[float, ...] | None:
 def read_thresholds(state_dir: Path, model_sha256: str, enrichment: EnrichmentConfig) -> tuple[float, ...] | None:
     """The thresholds `enrichd calibrate --write` stored for this deployment, if any, fitted for this model and
     question."""
+    return _own_cuts(state_dir, satisfaction_fit(model_sha256, enrichment))
+
+
+def _own_cuts(state_dir: Path, fit: str) -> tuple[float, ...] | None:
     try:
         data = yaml.safe_load((state_dir / SATISFACTION_FILE).read_text())
     except (OSError, yaml.YAMLError):
         return None
-    return _fitted_cuts(data, satisfaction_fit(model_sha256, enrichment))
+    return _fitted_cuts(data, fit)
+
+
+@functools.cache
+def _shipped_entries(path: Path) -> dict[str, Any]:
+    """The packaged defaults file, parsed once per process: it is part of the installed package, and a Celery
+    child looks the thresholds up again for every task."""
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
 
 
 def packaged_thresholds(model_sha256: str, enrichment: EnrichmentConfig, path: Path = DEFAULTS_FILE) -> Thresholds:
     """The thresholds shipped per language, for the languages whose entry was fitted for this model and question."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    fit = satisfaction_fit(model_sha256, enrichment)
-    found = {language: _fitted_cuts(entry, fit) for language, entry in data.items()}
+    return _packaged_cuts(satisfaction_fit(model_sha256, enrichment), path)
+
+
+def _packaged_cuts(fit: str, path: Path = DEFAULTS_FILE) -> Thresholds:
+    found = {language: _fitted_cuts(entry, fit) for language, entry in _shipped_entries(path).items()}
     return {language: cuts for language, cuts in found.items() if cuts is not None}
 
 
 def thresholds_in_force(state_dir: Path, model_sha256: str, enrichment: EnrichmentConfig) -> Thresholds:
     """The deployment's own thresholds for every language when it has calibrated for this model and question, else
     the packaged ones where they apply; a language with neither is rounded."""
-    own = read_thresholds(state_dir, model_sha256, enrichment)
-    return {language: own for language in LANGUAGES} if own else packaged_thresholds(model_sha256, enrichment)
+    fit = satisfaction_fit(model_sha256, enrichment)
+    own = _own_cuts(state_dir, fit)
+    return {language: own for language in LANGUAGES} if own else _packaged_cuts(fit)
 
 
 def write_thresholds(state_dir: Path, thresholds: tuple[float, ...], calls: int, model_sha256: str,
