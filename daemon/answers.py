@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from daemon.config import MetadataConfig
 from daemon.evidence import Evidence
 from daemon.prompts import Prompts
-from daemon.text import narrates, words
+from daemon.text import narrates, sentences, words
 
 BULLET = re.compile(r"^\s*(?:[-*•·–]|\d+[.)])\s*(.+)$")
 NESTED_MARKER = re.compile(r"^((?:[^:]{1,30}:\s*)?)[-*•·–]\s+")  # "- - Attendre", "- Conseils : - Attendre"
@@ -98,21 +98,17 @@ def validate_title(answer: str, source: SourceText, config: MetadataConfig) -> s
     return title
 
 
-def _sentences(text: str) -> list[str]:
-    return re.split(r"(?<=[.!?])\s+", text)
-
-
 def first_sentences(text: str, count: int) -> str:
     """The first `count` sentences of an answer (all of it for 0; a line break ends a sentence too), each ended with a
     full stop where the model wrote none (a one-sentence summary is stopped at its first ". ")."""
-    sentences = [s for line in text.split("\n") for s in _sentences(" ".join(line.split())) if s]
-    return " ".join(s if s[-1] in ".!?…" else f"{s}." for s in sentences[:count or None])
+    found = [s for line in text.split("\n") for s in sentences(" ".join(line.split())) if s]
+    return " ".join(s if s[-1] in ".!?…" else f"{s}." for s in found[:count or None])
 
 
 def _supported(text: str, source: SourceText) -> str:
     """The summary without its sentences that state a number or a name the call does not hold; the first sentence
     (the caller, judged) must hold, or the summary is invalid."""
-    first, *rest = _sentences(text)
+    first, *rest = sentences(text)
     unsupported = source.evidence.unsupported(first)
     if unsupported:
         raise Invalid(f"summary states {', '.join(unsupported)}, which the call does not")
@@ -124,7 +120,7 @@ def _trim_to_words(text: str, limit: int) -> str:
     if len(words(text)) <= limit:
         return text
     kept = ""
-    for sentence in _sentences(text):
+    for sentence in sentences(text):
         if len(words(kept + " " + sentence)) > limit:
             break
         kept = f"{kept} {sentence}".strip()
@@ -163,7 +159,7 @@ def contradicts(sentence: str, score: int, prompts: Prompts) -> bool:
 
 def validate_justification(answer: str, source: SourceText, score: int, prompts: Prompts) -> str:
     text = " ".join(LABEL.sub("", _first_line(answer)).lstrip(" .:-*").split())
-    sentence = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].strip()
+    sentence = sentences(text)[0].strip()
     if sentence.count("(") > sentence.count(")"):
         sentence = sentence.rsplit("(", 1)[0].rstrip(" ,;")
     if len(words(sentence)) < 3:

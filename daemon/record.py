@@ -16,13 +16,10 @@ import re
 import unicodedata
 from typing import Any, Sequence
 
+from daemon.evidence import mentions
+
 RESOLUTIONS = ("resolved", "partly", "unresolved")
 FIELDS = ("reason", "actions", "next_steps")
-NUMBER = re.compile(r"\d+(?:[.,:h]\d+)*")
-TOKEN = re.compile(r"[\w'’-]+")
-# a sentence ends at . ! ? : ; (a label's colon too), but not at an honorific's dot ("Mr. White")
-SENTENCE = re.compile(r"(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bM\.)(?<=[.!?:;])\s+|\n")
-HONORIFICS = {"mr", "mrs", "ms", "dr", "m", "mme", "mlle", "madame", "monsieur", "docteur"}
 
 
 def labels(listed: str) -> dict[str, str]:
@@ -54,35 +51,21 @@ def sorted_bullets(bullets: Sequence[str] | None, known: dict[str, str]) -> dict
     return found
 
 
-def _mentions(text: str, title: bool = False) -> list[tuple[str, str]]:
-    """Numbers, and capitalised words inside a sentence (a sentence's first word, or the first after a label's
-    colon, is capitalised anyway; in a title, often in Title Case, only words in capitals): what a record calls
-    entities, in order of first mention. Honorifics are not names."""
-    found = [(m.group(0), "number") for m in NUMBER.finditer(text)]
-    for sentence in SENTENCE.split(text):
-        for token in TOKEN.findall(sentence)[0 if title else 1:]:
-            token = re.sub(r"['’]s?$", "", token)
-            capital = token.isupper() if title else token[:1].isupper()
-            if capital and not token[:1].isdigit() and len(token) > 1 and token.lower() not in HONORIFICS:
-                found.append((token, "name"))
-    return found
-
-
 def entities(title: str | None, written: Sequence[str], lines: Sequence[tuple[int, str]]) -> list[dict[str, Any]]:
     """Each number or name of the title and the other written texts found, as written, as a whole word in a
     segment's text, with the first such segment's index; the rest left out ("legs" in the call does not make
     "Legs" a name)."""
     result: list[dict[str, Any]] = []
     seen: set[str] = set()
-    mentions = [m for text in written for m in _mentions(text)] + (_mentions(title, title=True) if title else [])
-    for mention, kind in mentions:
-        if mention in seen:
+    stated = [m for text in written for m in mentions(text)] + (mentions(title, heading=True) if title else [])
+    for mention in stated:
+        if mention.text in seen:
             continue
-        seen.add(mention)
-        pattern = re.compile(rf"(?<![\w]){re.escape(mention)}(?![\w])")
+        seen.add(mention.text)
+        pattern = re.compile(rf"(?<![\w]){re.escape(mention.text)}(?![\w])")
         segment = next((index for index, line in lines if pattern.search(line)), None)
         if segment is not None:
-            result.append({"text": mention, "kind": kind, "segment": segment})
+            result.append({"text": mention.text, "kind": mention.kind, "segment": segment})
     return result
 
 

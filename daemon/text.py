@@ -1,15 +1,24 @@
-"""Words, as the corrector, the metadata validators and the studies count them; and what tells a turn of a dialogue
-instead of a fact of the call."""
+"""Words and sentences, as the corrector, the metadata validators and the studies count them; and what tells a turn
+of a dialogue instead of a fact of the call."""
 
 from __future__ import annotations
 
 import re
 
 WORD = re.compile(r"[\w'’-]+")
+_NOT_AFTER_HONORIFIC = r"(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bM\.)"
+# a sentence ends at . ! ?, but not at an honorific's dot ("Dr. Martin", "M. Dupont")
+SENTENCE_END = re.compile(_NOT_AFTER_HONORIFIC + r"(?<=[.!?])\s+")
+# ... and at a label's colon, a semicolon or a line break: the word after "Motif :" opens a sentence too
+CLAUSE_END = re.compile(_NOT_AFTER_HONORIFIC + r"(?<=[.!?:;])\s+|\n")
 
 
 def words(text: str) -> list[str]:
     return [w.lower() for w in WORD.findall(text)]
+
+
+def sentences(text: str) -> list[str]:
+    return SENTENCE_END.split(text)
 
 
 # a speaker's label standing alone before a colon: "Agent", "le médecin", "Client 2", "SPEAKER_01", "#Person1#"

@@ -46,6 +46,10 @@ def test_numbers_in_words_count_as_stated_and_rouge_keeps_accents():
     # a name the transcript misspells is the same name with or without its final s, never another one
     assert invented("They talk about Bill Gates' home.", "have you seen Bill Gate's home?") == []
     assert invented("They talk about Bill Gates' home in Seattle.", "have you seen Bill Gate's home?") == ["Seattle"]
+    # the call record's reading of a text: a name after an honorific's dot is inside its sentence, a time is one
+    # number held when the call says each of its parts, and an honorific is no name
+    assert invented("Vu par le Dr. Martin à 3:30.", "le docteur Dupont passe à trois heures trente") == ["Martin"]
+    assert invented("Rendez-vous à 14h45 avec Mme Roux", "à quatorze heures chez madame Roux") == ["14h45"]
     assert rouge("la fièvre est élevée", "la fièvre est élevée")["rougeL"] == 1.0
     assert rouge("la fievre", "la fièvre")["rouge1"] == 0.5
 
