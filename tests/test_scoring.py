@@ -109,6 +109,19 @@ def test_pruned_candidates_cost_no_branch():
     assert scorer.stats.branches == 0 and scorer.stats.pruned == scorer.stats.candidates > 0
 
 
+def test_a_candidate_whose_first_token_gains_nothing_costs_no_branch_and_no_decision_changes():
+    """No token is favoured: each candidate's first token gains 0 nats, which the first-token rule refuses, so
+    the scorer spends no branch on it even unpruned; without the rule, every candidate is scored, and still none
+    beats the margin."""
+    texts = ["il et là", "on a dit ça"]
+    ruled = corrector(FavouringEngine(), prune_nats=None)
+    unruled = corrector(FavouringEngine(), prune_nats=None, first_token_margin=None)
+    outcomes = [scorer.correct(segments(*texts), "fr") for scorer in (ruled, unruled)]
+    assert outcomes[0] == outcomes[1] and all(o.status == "unchanged" for o in outcomes[0])
+    assert ruled.stats.branches == 0 and ruled.stats.pruned == ruled.stats.candidates > 0
+    assert unruled.stats.branches == unruled.stats.candidates
+
+
 def test_segments_without_candidates_cost_no_model_call():
     engine = FavouringEngine()
     outcomes = corrector(engine).correct(segments("bonjour madame", "", "oui bonjour"), "fr")
@@ -221,7 +234,7 @@ def test_batched_gains_equal_each_candidate_scored_alone(exact_engine, texts, sp
     engine = exact_engine
     trace: list[Judgement] = []
     segs = segments(*texts, speakers=speakers)
-    config = CorrectionConfig(prune_nats=None, margins=NO_EDIT, chunk_tokens=16)
+    config = CorrectionConfig(prune_nats=None, first_token_margin=None, margins=NO_EDIT, chunk_tokens=16)
     scorer = Corrector(engine, config, FR, trace=trace)
     scorer.correct(segs, "fr")
     assert len(trace) == scorer.stats.candidates == scorer.stats.branches > 4

@@ -6,9 +6,10 @@ per turn), so the KV cache it leaves behind is the metadata's prefix up to the f
 candidate branches off that reading at the first token where it differs and is scored over the
 tokens it changes plus `score_tokens` tokens of the text after them (the rest of its line, then the
 next line); its gain is the log-likelihood it adds over the line as written, on the same text. The
-first token's probability comes free with the reading, so a candidate the model finds implausible
-there never costs a branch (`prune_nats`). Every line is judged in the context of the call as
-written: no judgement waits for another, and the reading is never undone.
+first token's probability comes free with the reading, so a candidate the model finds implausible there,
+or no likelier than the written word (which the judgement requires), never costs a branch. Every line is
+judged in the context of the call as written: no judgement waits for another, and the reading is never
+undone.
 """
 
 from __future__ import annotations
@@ -299,18 +300,18 @@ class Reading:
         self.open_window(start)
 
     def branches(self) -> tuple[list[Branch], list[tuple[int, int]]]:
-        """Branches for the lines read whose candidates are not scored yet; a candidate whose first token
-        already loses more than `prune_nats` gets none."""
+        """Branches for the lines read whose candidates are not scored yet. A candidate whose first token already
+        decides against it gets none: it loses more than `prune_nats`, or gains no more than `first_token_margin`,
+        which the judgement asks of every edit it keeps (judge.py), so its branch could change no decision."""
         branches: list[Branch] = []
         owners: list[tuple[int, int]] = []
-        prune = self.config.prune_nats
         for k in range(self.window, self.read_up_to()):
             line = self.lines[k]
             if not self.live(k) or line.branch_ll is not None or not line.first_rows_read(self.rows, self.starts[k]):
                 continue
             line.branch_ll = []
             for i, candidate in enumerate(line.candidates):
-                if prune is not None and line.first_gain(self.rows, self.starts[k], candidate) < -prune:
+                if self.decided_by_first_token(line.first_gain(self.rows, self.starts[k], candidate)):
                     self.c.stats.pruned += 1
                     line.branch_ll.append(None)
                     continue
@@ -319,6 +320,10 @@ class Reading:
                 owners.append((k, i))
         self.c.stats.branches += len(branches)
         return branches, owners
+
+    def decided_by_first_token(self, first_gain: float) -> bool:
+        prune, lead = self.config.prune_nats, self.config.first_token_margin
+        return (prune is not None and first_gain < -prune) or (lead is not None and first_gain <= lead)
 
     # ----- decisions -------------------------------------------------------------------------------
     def judge(self, k: int) -> SegmentCorrection:
