@@ -134,3 +134,31 @@ def test_load_shapes_drop_the_first_n_files_at_once_for_each_n(tmp_path):
         assert figures["settings"]["cache"] == "cold"
 
 
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def test_a_bench_stopped_with_sigterm_stops_the_daemon_it_started(tmp_path):
+    """Once killed this way, a bench left its `enrichd run` working on, which took the CPUs of the next run."""
+    import signal
+
+    from tests.conftest import wait_for
+
+    (tmp_path / "spool").mkdir()
+    config = write_config(tmp_path / "spool", {"workers": {"count": 1, "threads": 1}})
+    bench = subprocess.Popen([sys.executable, "-m", "daemon", "bench", "--config", str(config), "--corpus",
+                              str(two_short_calls(tmp_path)), "--model", str(small_model_path()), "--modes", "enrichd"],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        daemon = wait_for(lambda: next(iter(_children(bench.pid)), None), 60, what="the bench's daemon")
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=180) == 128 + signal.SIGTERM
+        assert not Path(f"/proc/{daemon}").exists() or "zombie" in Path(f"/proc/{daemon}/status").read_text()
+    finally:
+        bench.kill()
+        bench.wait()

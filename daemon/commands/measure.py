@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -23,6 +24,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     config = loaded_config(args)
     model = Path(args.model).resolve() if args.model else model_path(config)
+    # a bench stopped with SIGTERM stops what it started (the daemon under test, its workers, redis-server, a
+    # llama-server) on its way out: left running, they would take the CPUs of whatever is measured next
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.correction_model is not None:
         config.enrichment.correction.model = Path(args.correction_model).resolve() if args.correction_model else None
     report = run_bench(config, Path(args.corpus), model, args.limit, args.modes.split(","),
