@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from daemon.text import CLAUSE_END, WORD, words
+from daemon.text import CLAUSE_END, HONORIFICS, WORD, words
 
 UNITS = {"zéro": 0, "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cinq": 5, "six": 6, "sept": 7,
          "huit": 8, "neuf": 9, "dix": 10, "onze": 11, "douze": 12, "treize": 13, "quatorze": 14, "quinze": 15,
@@ -20,7 +20,6 @@ UNITS = {"zéro": 0, "un": 1, "une": 1, "deux": 2, "trois": 3, "quatre": 4, "cin
 DIGITS = re.compile(r"\d+")
 # a number as written ("39", "3:30", "14h30", "1,5"), not the digits of a name such as "COVID-19"
 NUMBER = re.compile(r"(?<![^\W\d_]-)\b\d+(?:[.,:h]\d+)*")
-HONORIFICS = {"mr", "mrs", "ms", "dr", "m", "mme", "mlle", "madame", "monsieur", "docteur"}
 
 
 @dataclass(frozen=True)

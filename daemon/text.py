@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 
 WORD = re.compile(r"[\w'’-]+")
-_NOT_AFTER_HONORIFIC = r"(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bDr\.)(?<!\bM\.)"
+ABBREVIATED_HONORIFICS = ("Mr", "Mrs", "Ms", "Dr", "M")  # written with a dot that ends no sentence
+HONORIFICS = {h.lower() for h in ABBREVIATED_HONORIFICS} | {"mme", "mlle", "madame", "monsieur", "docteur"}
+_NOT_AFTER_HONORIFIC = "".join(rf"(?<!\b{h}\.)" for h in ABBREVIATED_HONORIFICS)
 # a sentence ends at . ! ?, but not at an honorific's dot ("Dr. Martin", "M. Dupont")
 SENTENCE_END = re.compile(_NOT_AFTER_HONORIFIC + r"(?<=[.!?])\s+")
 # ... and at a label's colon, a semicolon or a line break: the word after "Motif :" opens a sentence too

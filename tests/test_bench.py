@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SIMSAMU, small_model_path, write_config
+from tests.conftest import ROOT, SIMSAMU, small_model_path, wait_for, write_config
 from tests.test_end_to_end import short_srt
 
 MODES = ("baseline", "baseline-allcores", "enrichd", "enrichd-warm", "enrichd-celery", "llama-server")
@@ -145,10 +146,6 @@ def _children(pid: int) -> list[int]:
 
 def test_a_bench_stopped_with_sigterm_stops_the_daemon_it_started(tmp_path):
     """Once killed this way, a bench left its `enrichd run` working on, which took the CPUs of the next run."""
-    import signal
-
-    from tests.conftest import wait_for
-
     (tmp_path / "spool").mkdir()
     config = write_config(tmp_path / "spool", {"workers": {"count": 1, "threads": 1}})
     bench = subprocess.Popen([sys.executable, "-m", "daemon", "bench", "--config", str(config), "--corpus",
