@@ -11,12 +11,16 @@ from dataclasses import dataclass, field
 from daemon.config import MetadataConfig
 from daemon.evidence import Evidence
 from daemon.prompts import Prompts
-from daemon.text import narrates, sentences, words
+from daemon.text import narrates, sentences, without_fillers, words
 
 BULLET = re.compile(r"^\s*(?:[-*•·–]|\d+[.)])\s*(.+)$")
 NESTED_MARKER = re.compile(r"^((?:[^:]{1,30}:\s*)?)[-*•·–]\s+")  # "- - Attendre", "- Conseils : - Attendre"
 LABEL = re.compile(r"^\s*(?:\*\*)?(?:titre|title|résumé|resume|summary|justification)\s*(?:\*\*)?\s*:\s*", re.IGNORECASE)
 TITLE_TRIM = " \t\u00a0\u202f#*.\"'«»“”"
+TITLE_WORDS = (2, 12)
+TITLE_HEAD_WORDS = 3  # a first clause shorter than this says too little to stand for the title
+# where a title written as a sentence has said its motif: "Enfant de 9 mois inconscient, le père fait le massage"
+TITLE_CLAUSE_END = re.compile(r"\s*(?:[,;:(]|\s[-–—]\s)")
 COPY_RUN_WORDS = 15
 COPY_LINE_WORDS = 5
 NEGATIONS = {"ne", "n", "pas", "jamais", "sans", "not", "no", "never", "without", "n't"}
@@ -83,19 +87,27 @@ def _first_line(answer: str) -> str:
     return next((line.strip() for line in answer.strip().split("\n") if line.strip()), "")
 
 
+def _title_head(title: str) -> str:
+    """A title longer than a title may be cut to its first clause, when that clause is one by itself."""
+    if len(words(title)) <= TITLE_WORDS[1]:
+        return title
+    head = TITLE_CLAUSE_END.split(title, maxsplit=1)[0].strip(TITLE_TRIM)
+    return head if TITLE_HEAD_WORDS <= len(words(head)) <= TITLE_WORDS[1] else title
+
+
 def validate_title(answer: str, source: SourceText, config: MetadataConfig) -> str:
-    title = LABEL.sub("", _first_line(answer)).strip(TITLE_TRIM)
+    title = _title_head(without_fillers(LABEL.sub("", _first_line(answer))).strip(TITLE_TRIM))
     count = len(words(title))
-    if count < 2:
+    if count < TITLE_WORDS[0]:
         raise Invalid("title too short")
-    if count > 12:
+    if count > TITLE_WORDS[1]:
         raise Invalid(f"title has {count} words", retry="shorter")
     if source.copies(title):
         raise Invalid("title copies the transcript")
     unsupported = source.evidence.unsupported(title, heading=True)
     if unsupported:
         raise Invalid(f"title states {', '.join(unsupported)}, which the call does not")
-    return title
+    return title[:1].upper() + title[1:]
 
 
 def first_sentences(text: str, count: int) -> str:
@@ -130,7 +142,7 @@ def _trim_to_words(text: str, limit: int) -> str:
 
 
 def validate_summary(answer: str, source: SourceText, config: MetadataConfig) -> str:
-    text = " ".join(LABEL.sub("", answer.strip()).split())
+    text = without_fillers(LABEL.sub("", answer.strip()))
     if len(words(text)) < 5:
         raise Invalid("summary too short")
     if repeats_itself(text):
@@ -158,7 +170,7 @@ def contradicts(sentence: str, score: int, prompts: Prompts) -> bool:
 
 
 def validate_justification(answer: str, source: SourceText, score: int, prompts: Prompts) -> str:
-    text = " ".join(LABEL.sub("", _first_line(answer)).lstrip(" .:-*").split())
+    text = without_fillers(LABEL.sub("", _first_line(answer)).lstrip(" .:-*"))
     sentence = sentences(text)[0].strip()
     if sentence.count("(") > sentence.count(")"):
         sentence = sentence.rsplit("(", 1)[0].rstrip(" ,;")
@@ -183,7 +195,7 @@ def validate_bullets(answer: str, source: SourceText, config: MetadataConfig) ->
         match = BULLET.match(line)
         if not match:
             continue
-        item = NESTED_MARKER.sub(r"\1", " ".join(match.group(1).strip().strip("*").split()))
+        item = NESTED_MARKER.sub(r"\1", without_fillers(match.group(1).strip().strip("*")))
         n = len(words(item))
         if source.narrates(item):
             narrating += 1

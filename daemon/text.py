@@ -15,6 +15,15 @@ SENTENCE_END = re.compile(_NOT_AFTER_HONORIFIC + r"(?<=[.!?])\s+")
 CLAUSE_END = re.compile(_NOT_AFTER_HONORIFIC + r"(?<=[.!?:;])\s+|\n")
 
 
+# a hesitation the model copied from the transcript: "Envoyer un heu les secours"
+FILLER = re.compile(r"(?<![\w'’-])(?:euh+|heu+|hum+|hmm+|mmh+|uh+|um+|uhm+|erm)(?![\w'’-])\s*,?", re.IGNORECASE)
+
+
+def without_fillers(text: str) -> str:
+    """`text` without the hesitations a transcript holds and an answer has no use for."""
+    return " ".join(FILLER.sub(" ", text).split())
+
+
 def words(text: str) -> list[str]:
     return [w.lower() for w in WORD.findall(text)]
 

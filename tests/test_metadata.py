@@ -159,6 +159,25 @@ def test_a_title_too_long_is_asked_again_for_fewer_words():
     assert PROMPTS.shorter not in engine.asked[0] and PROMPTS.stricter not in engine.asked[1]
 
 
+def test_a_title_written_as_a_long_sentence_keeps_its_first_clause():
+    long_title = "Enfant de trois ans avec de la fièvre, la mère demande conseil au médecin pour la nuit"
+    assert validate_title(long_title, SOURCE, CONFIG) == "Enfant de trois ans avec de la fièvre"
+    with pytest.raises(Invalid, match="title has 15 words"):  # its first clause is one word: no title by itself
+        validate_title("Fièvre : un enfant de trois ans a de la fièvre depuis hier soir et vomit", SOURCE, CONFIG)
+    with pytest.raises(Invalid, match="title has 15 words"):  # no clause to cut at
+        validate_title("Un enfant de trois ans a de la fièvre depuis hier soir et il vomit", SOURCE, CONFIG)
+
+
+def test_hesitations_copied_from_the_call_are_left_out_of_answers():
+    assert validate_bullets("- Motif : Fièvre, euh, depuis hier\n- Décision : Envoyer un heu médecin\n"
+                            "- Conseils : Hmm surveiller", SOURCE, CONFIG) == \
+        ["Motif : Fièvre, depuis hier", "Décision : Envoyer un médecin", "Conseils : surveiller"]
+    assert validate_title("Euh fièvre d'un enfant", SOURCE, CONFIG) == "Fièvre d'un enfant"
+    assert validate_summary("Appel d'un parent pour son fils, euh, qui a de la fièvre.", SOURCE, CONFIG) == \
+        "Appel d'un parent pour son fils, qui a de la fièvre."
+    assert validate_title("Heurt d'un piéton, humeur de l'enfant", SOURCE, CONFIG) == "Heurt d'un piéton, humeur de l'enfant"
+
+
 def test_a_number_or_a_name_the_call_does_not_hold_is_dropped_or_refused():
     summary = validate_summary("Appel d'un parent pour son fils de 3 ans. Il vomit depuis 80 heures. Le docteur Martin "
                                "arrive. Un médecin de garde est envoyé.", SOURCE, CONFIG)
