@@ -176,7 +176,7 @@ def enrich(transcript: Transcript, context: EnrichContext, parse_seconds: float 
         "correction": {"mode": enrichment.correction.mode, "batches": correction.batches,
                        "batch_splits": correction.batch_splits, "gated": correction.gated,
                        "candidates": correction.candidates, "pruned": correction.pruned,
-                       "branches": correction.branches,
+                       "branches": correction.branches, "settled": correction.settled,
                        **({"scorer_tokens": scorer_used.tokens()} if scorer_used is not None else {})},
         "metadata": meta_stats,
         **_cache_stats(cache, before),

@@ -122,6 +122,22 @@ def test_a_candidate_whose_first_token_gains_nothing_costs_no_branch_and_no_deci
     assert unruled.stats.branches == unruled.stats.candidates
 
 
+def test_a_corrected_line_is_read_again_corrected_before_the_reading_goes_on():
+    """The reading goes back to a corrected line once nothing before it awaits a judgement; the lines after it are
+    judged after the correction, and the stream ends holding the dialogue as corrected up to the last corrected
+    line, which is where the metadata prompt reads on from."""
+    engine = FavouringEngine(favoured_words=("est",))
+    texts = ["il et là", "bonjour", "elle et ici", "oui", "on et prêt", "merci"]
+    scorer = corrector(engine, chunk_tokens=4)
+    outcomes = scorer.correct(segments(*texts), "fr")
+    assert [o.text for o in outcomes] == ["il est là", "bonjour", "elle est ici", "oui", "on est prêt", "merci"]
+    stream = engine.streams[0]
+    assert scorer.stats.settled >= 1 and stream.truncations == scorer.stats.settled
+    read = [s.line(o.text) + "\n" for s, o in zip(segments(*texts), outcomes)]
+    frame = len(word_tokens(engine.render(FR.metadata_system, "<transcription>\n@@DIALOGUE@@").split("@@DIALOGUE@@")[0]))
+    assert stream.length == frame + sum(len(engine.tokenize(piece)) for piece in read[:4])
+
+
 def test_segments_without_candidates_cost_no_model_call():
     engine = FavouringEngine()
     outcomes = corrector(engine).correct(segments("bonjour madame", "", "oui bonjour"), "fr")
@@ -289,6 +305,25 @@ def test_metadata_reads_on_from_where_scoring_stopped(small_engine):
     dialogue = "\n".join(s.line() for s in segs)
     completion = small_engine.chat(FR.metadata_system, fenced(dialogue) + "\n\nDonne un titre.", max_tokens=4, temperature=0.0)
     assert completion.evaluated_tokens < 40 and completion.prompt_tokens > 120
+
+
+def test_after_corrections_metadata_reads_on_from_the_last_one(small_engine):
+    """Every candidate kept: the reading settles each corrected line before it reads on, so the metadata prompt over
+    the corrected dialogue reads only from the last corrected line on, not every line after the first."""
+    from daemon.prompts import fenced
+
+    segs = segments(*CALL)
+    margins = dict.fromkeys(NO_EDIT, -1e9)
+    scorer = Corrector(small_engine, CorrectionConfig(margins=margins, first_token_margin=None, prune_nats=None, chunk_tokens=16), FR)
+    outcomes = scorer.correct(segs, "fr")
+    corrected = [i for i, o in enumerate(outcomes) if o.status == "corrected"]
+    assert len(corrected) >= 2 and scorer.stats.settled >= 1
+    lines = [s.line(o.text) for s, o in zip(segs, outcomes)]
+    task = "\n\nDonne un titre."
+    completion = small_engine.chat(FR.metadata_system, fenced("\n".join(lines)) + task, max_tokens=4, temperature=0.0)
+    after_first = small_engine.count_tokens("\n".join(lines[corrected[0]:]) + "\n</transcription>" + task)
+    after_last = small_engine.count_tokens("\n".join(lines[corrected[-1]:]) + "\n</transcription>" + task)
+    assert completion.evaluated_tokens <= after_last + 8 < after_first  # + the template's turn end and answer start
 
 
 # ----- with the default model (make test runs these; make test-fast skips them) ----------------------

@@ -49,6 +49,7 @@ class CorrectionStats:
     candidates: int = 0
     pruned: int = 0
     branches: int = 0
+    settled: int = 0  # times the scorer's reading went back to read corrected lines again (score.py)
     counts: Counter[str] = field(default_factory=Counter)
     rejections: list[dict[str, object]] = field(default_factory=list)
 

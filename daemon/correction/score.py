@@ -1,15 +1,16 @@
 """The scoring corrector: sound-alike spellings judged by the model, kept when the call reads better.
 
 Each segment's candidate edits come from confusion sets (candidates.py). The model reads the dialogue
-once, as written, exactly as the metadata prompts will read it ([system] <transcription>, one line
-per turn), so the KV cache it leaves behind is the metadata's prefix up to the first correction. A
+as written, exactly as the metadata prompts will read it ([system] <transcription>, one line
+per turn), so the KV cache it leaves behind is the metadata's prefix. A
 candidate branches off that reading at the first token where it differs and is scored over the
 tokens it changes plus `score_tokens` tokens of the text after them (the rest of its line, then the
 next line); its gain is the log-likelihood it adds over the line as written, on the same text. The
 first token's probability comes free with the reading, so a candidate the model finds implausible there,
-or no likelier than the written word (which the judgement requires), never costs a branch. Every line is
-judged in the context of the call as written: no judgement waits for another, and the reading is never
-undone.
+or no likelier than the written word (which the judgement requires), never costs a branch. A line is
+judged in the context of the call as read so far; once a line is corrected and no line before it awaits its
+judgement, the reading goes back to it and reads on with it corrected, so that the cache left behind holds
+the dialogue the metadata prompts read (else they would read every line after the first correction again).
 """
 
 from __future__ import annotations
@@ -59,10 +60,21 @@ class Line:
     key: list[str] | None = None
     branch_ll: list[float | None] | None = None
     rows: range = range(0)
+    read_as: str | None = None  # the corrected text the reading holds in place of the written one
 
     @property
     def piece(self) -> str:
+        """The line as written (what judgements are cached under)."""
         return self.segment.line() + "\n"
+
+    @property
+    def read_piece(self) -> str:
+        """The line as the reading holds it: corrected, once it is settled."""
+        return self.piece if self.read_as is None else self.segment.line(self.read_as) + "\n"
+
+    def unsettled(self) -> bool:
+        """Decided with a correction that the reading does not hold yet."""
+        return self.known is not None and self.known.text != self.segment.text and self.read_as is None
 
     def first_rows_read(self, rows: Rows, start: int) -> bool:
         """The row before every candidate's first changed token is known (a line that starts a step is not: the
@@ -218,6 +230,7 @@ class Reading:
                     if self.live(k) and self.lines[k].judged(self.rows):
                         self.decide(k, self.judge(k))
                         self.judgements.put(self.lines[k])
+                self.settle()
         finally:
             self.stream.close()
 
@@ -225,25 +238,61 @@ class Reading:
         """Read from line `window` on, right after the frame: where each piece will start, the cache's
         decisions for the lines of the window, and the rows the other lines' judgements need."""
         self.window = self.in_main = window
-        self.starts, self.rows, self.wanted = {}, {}, {}
-        position = self.frame_length
-        for k in range(window, len(self.lines) + 1):
-            self.starts[k] = position
-            position += len(self.pieces[k])
+        self.rows, self.wanted = {}, {}
         for k in range(window, len(self.lines)):
             line = self.lines[k]
-            if not self.live(k):
-                continue
-            line.branch_ll = None
-            line.key = self.judgements.key(self.lines, window, k)
-            cached = self.judgements.get(line.key)
-            if cached is not None:
-                self.decide(k, cached)
-                continue
-            if not line.candidates:
-                line.candidates = [edited(self.engine, line, (edit,), self.pieces[k + 1], self.config.score_tokens)
-                                   for edit in line.edits]
-            line.ask(self.starts[k], self.pieces[k + 1], self.wanted)
+            if self.live(k):
+                line.key = self.judgements.key(self.lines, window, k)
+                cached = self.judgements.get(line.key)
+                if cached is not None:
+                    self.decide(k, cached)
+            if line.unsettled():
+                self.read_corrected(k)
+        self.place(window, self.frame_length)
+        for k in range(window, len(self.lines)):
+            if self.live(k):
+                self.prepare(k)
+
+    def prepare(self, k: int) -> None:
+        """Line k's candidates, placed against the piece now after it, and the rows its judgement needs."""
+        line = self.lines[k]
+        line.branch_ll = None
+        line.candidates = [edited(self.engine, line, (edit,), self.pieces[k + 1], self.config.score_tokens)
+                           for edit in line.edits]
+        line.ask(self.starts[k], self.pieces[k + 1], self.wanted)
+
+    def place(self, first: int, position: int) -> None:
+        """Where pieces `first` on start in the main sequence, the first at `position`."""
+        for k in range(first, len(self.lines) + 1):
+            self.starts[k] = position
+            position += len(self.pieces[k])
+
+    def read_corrected(self, k: int) -> None:
+        line = self.lines[k]
+        assert line.known is not None
+        line.read_as = line.known.text
+        self.pieces[k] = self.engine.tokenize(line.read_piece)
+
+    def settle(self) -> None:
+        """Lines corrected after the reading passed them are read again corrected, from the first of them on, once
+        no line before it awaits its judgement (its rows would run into the line changed): the main sequence is
+        cut there and read on from there, and the lines after it that await a judgement are asked for again."""
+        assert self.stream is not None
+        stale = [k for k in range(self.window, self.read_up_to()) if self.lines[k].unsettled()]
+        if not stale or any(self.live(k) for k in range(self.window, stale[0])):
+            return
+        first, start = stale[0], self.starts[stale[0]]
+        for k in stale:
+            self.read_corrected(k)
+        self.stream.truncate(start)
+        self.in_main = first
+        self.place(first, start)
+        self.rows = {p: row for p, row in self.rows.items() if p < start}
+        self.wanted = {p: tokens for p, tokens in self.wanted.items() if p < start}
+        for k in range(first + 1, len(self.lines)):
+            if self.live(k):
+                self.prepare(k)
+        self.c.stats.settled += 1
 
     def advance(self) -> None:
         """One step: the next pieces into the main sequence, and the branches of lines already read."""
@@ -291,9 +340,9 @@ class Reading:
         assert self.stream is not None
         first = next(k for k in range(self.window, len(self.lines)) if self.live(k))
         start, kept = first, 0
-        while start > self.window and kept + len(self.lines[start - 1].tokens) <= self.engine.n_ctx // 4:
+        while start > self.window and kept + len(self.pieces[start - 1]) <= self.engine.n_ctx // 4:
             start -= 1
-            kept += len(self.lines[start].tokens)
+            kept += len(self.pieces[start])
         if start == self.window:
             raise EngineError(f"n_ctx {self.engine.n_ctx} leaves no room to score line {first} of the dialogue")
         self.stream.truncate(self.frame_length)
