@@ -253,12 +253,14 @@ class Reading:
             if self.live(k):
                 self.prepare(k)
 
-    def prepare(self, k: int) -> None:
-        """Line k's candidates, placed against the piece now after it, and the rows its judgement needs."""
+    def prepare(self, k: int, following_changed: bool = True) -> None:
+        """The rows line k's judgement needs at its place, and its candidates, made again where the piece after it
+        changed (they are placed against it; their offsets do not depend on where the line starts)."""
         line = self.lines[k]
         line.branch_ll = None
-        line.candidates = [edited(self.engine, line, (edit,), self.pieces[k + 1], self.config.score_tokens)
-                           for edit in line.edits]
+        if following_changed or not line.candidates:
+            line.candidates = [edited(self.engine, line, (edit,), self.pieces[k + 1], self.config.score_tokens)
+                               for edit in line.edits]
         line.ask(self.starts[k], self.pieces[k + 1], self.wanted)
 
     def place(self, first: int, position: int) -> None:
@@ -291,7 +293,7 @@ class Reading:
         self.wanted = {p: tokens for p, tokens in self.wanted.items() if p < start}
         for k in range(first + 1, len(self.lines)):
             if self.live(k):
-                self.prepare(k)
+                self.prepare(k, following_changed=k + 1 in stale)
         self.c.stats.settled += 1
 
     def advance(self) -> None:
