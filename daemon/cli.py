@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", default="baseline,baseline-allcores,enrichd,limit",
                    help="comma-separated subset of baseline, baseline-allcores, enrichd (with enrichd-warm), enrichd-celery "
                         "(a redis-server of its own and one 1-CPU `enrichd worker` per CPU), llama-server, limit, "
-                        "recall, satisfaction")
+                        "recall, satisfaction, summaries")
     p.add_argument("--seeds", default="0,1,2",
                    help="with recall: the seeds of the injected errors (default 0,1,2; \"\" only corrects the calls "
                         "as they are, to time the correction stage)")
@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "summaries, bullet points and satisfaction with")
     p.add_argument("--shapes", help="load shapes instead of the whole corpus at once: e.g. 1,2,6 runs the timed modes on "
                                     "the first file alone, the first two, the first six")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="with summaries: run it N times, model.n_batch halved each time (the same tokens read in other "
+                        "batches: greedy answers differ by rounding alone), and report each run and the range of its "
+                        "figures, the noise a method's difference must beat (default 1)")
     p = add("tune", cmd_tune, "measure every worker x thread split and n_batch on a short sample")
     p.add_argument("--corpus", required=True, help="folder of transcripts")
     p.add_argument("--model", help="GGUF to use (default: the configured model)")

@@ -159,3 +159,39 @@ def test_a_bench_stopped_with_sigterm_stops_the_daemon_it_started(tmp_path):
     finally:
         bench.kill()
         bench.wait()
+
+
+def test_summaries_repeated_with_n_batch_halved_report_each_run_and_the_spread(tmp_path):
+    """`--modes summaries --repeats 2`: the same files read with n_batch 512 then 256, each run scored against the fact
+    sheets (the corpus folder is named after them) and kept apart, and the range of each figure; a count below 1,
+    or a tuned split that would fix n_batch, is refused before anything runs."""
+    corpus = tmp_path / "simsamu"
+    corpus.mkdir()
+    for name in ("dj_2022_msn.srt", "dj_2023_psy.srt"):
+        (corpus / name).write_text(short_srt(SIMSAMU / name, 3))
+    (tmp_path / "spool").mkdir()
+    config = write_config(tmp_path / "spool", {"logging": {"level": "INFO"}, "model": {"n_batch": 512},
+                                               "workers": {"count": 1, "threads": 1}})
+    kept = tmp_path / "kept"
+    command = [sys.executable, "-m", "daemon", "bench", "--config", str(config), "--corpus", str(corpus),
+               "--model", str(small_model_path()), "--modes", "summaries", "--outputs", str(kept)]
+    result = subprocess.run(command + ["--repeats", "2"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = json.loads(result.stdout)["summaries"]
+    assert [run["n_batch"] for run in summaries["runs"]] == [512, 256]
+    for run in summaries["runs"]:
+        assert run["structure"]["files"] == 2 and run["fact_sheets"]["calls"] == 2 and run["wall_seconds"] > 0
+        assert len(list((kept / f"n_batch-{run['n_batch']}").glob("*.enriched.json"))) == 2
+    facts = [run["fact_sheets"]["facts_stated"] for run in summaries["runs"]]
+    assert summaries["spread"]["facts_stated"] == {"min": min(facts), "mean": sum(facts) / 2, "max": max(facts)}
+    assert set(summaries["spread"]) >= {"caller_right", "contradicting_calls", "null_summaries", "fields_null"}
+    refused = subprocess.run(command + ["--repeats", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--repeats 0: give 1 or more" in refused.stderr
+    refused = subprocess.run(command + ["--repeats", "6"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "model.n_batch 512 halved 5 times falls below 32" in refused.stderr
+    from daemon.cpus import write_tuned
+
+    assert write_config(tmp_path / "spool", {"workers": {"count": "auto", "threads": "auto"}}) == config
+    write_tuned(tmp_path / "spool" / "state", {"workers": 1, "threads": 1, "n_batch": 128})
+    refused = subprocess.run(command + ["--repeats", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--repeats varies model.n_batch" in refused.stderr

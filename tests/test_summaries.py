@@ -57,3 +57,16 @@ def test_numbers_in_words_count_as_stated_and_rouge_keeps_accents():
 def test_the_packaged_fact_sheets_cover_the_31_calls():
     sheets = read_sheets("simsamu")
     assert len(sheets) == 31 and all(s.caller and len(s.facts) >= 3 for s in sheets.values())
+
+
+def test_the_spread_of_repeated_runs_is_each_figure_s_range_and_mean():
+    from daemon.tools.bench import spread
+
+    runs = [{"fields_null": 3, "fact_sheets": {"caller_right": 25, "facts_stated": 80, "contradicting_calls": 0},
+             "structure": {"null_summaries": 0, "narrating_bullets": 0, "invented": 0}},
+            {"fields_null": 1, "fact_sheets": {"caller_right": 24, "facts_stated": 85, "contradicting_calls": 1},
+             "structure": {"null_summaries": 0, "narrating_bullets": 0, "invented": 0}}]
+    found = spread(runs)
+    assert found["facts_stated"] == {"min": 80, "mean": 82.5, "max": 85}
+    assert found["caller_right"] == {"min": 24, "mean": 24.5, "max": 25} and found["fields_null"]["max"] == 3
+    assert "rougeL" not in found  # no run has references: no ROUGE to spread

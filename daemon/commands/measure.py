@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.commands.common import EXIT_CONFIG, EXIT_OK, loaded_config
+from daemon.config import Config
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -23,6 +24,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"enrichd bench: unknown mode(s) {', '.join(sorted(unknown))}; choose from {', '.join(MODES)}", file=sys.stderr)
         return EXIT_CONFIG
     config = loaded_config(args)
+    problem = repeats_problem(args.repeats, config)
+    if problem:
+        print(f"enrichd bench: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     model = Path(args.model).resolve() if args.model else model_path(config)
     # a bench stopped with SIGTERM stops what it started (the daemon under test, its workers, redis-server, a
     # llama-server) on its way out: left running, they would take the CPUs of whatever is measured next
@@ -36,12 +41,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        llama_server=Path(args.llama_server) if args.llama_server else None,
                        shapes=[int(n) for n in args.shapes.split(",")] if args.shapes else None,
                        keep=Outputs(Path(args.outputs) if args.outputs else None,
-                                    Path(args.reference) if args.reference else None))
+                                    Path(args.reference) if args.reference else None), repeats=args.repeats)
     text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
     print(text, end="")
     return EXIT_OK
+
+
+def repeats_problem(repeats: int, config: Config) -> str | None:
+    """Why `--repeats` cannot run as asked: a count below 1 or one that halves n_batch too far, or a tuned split
+    whose n_batch would stand in for the halved ones."""
+    from daemon.cpus import TUNED_FILE, read_tuned
+    from daemon.tools.bench import MIN_N_BATCH
+
+    if repeats < 1:
+        return f"--repeats {repeats}: give 1 or more"
+    if config.model.n_batch >> (repeats - 1) < MIN_N_BATCH:
+        return (f"--repeats {repeats}: model.n_batch {config.model.n_batch} halved {repeats - 1} times falls below "
+                f"{MIN_N_BATCH}")
+    if repeats > 1 and config.workers.count == config.workers.threads == "auto" and read_tuned(config.paths.state):
+        return (f"--repeats varies model.n_batch, which the tuned split in {config.paths.state / TUNED_FILE} fixes "
+                "under `workers: auto`: set workers.count and workers.threads in the bench's config")
+    return None
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

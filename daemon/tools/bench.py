@@ -15,12 +15,15 @@ Every figure comes from a run of this command; nothing here is estimated. Modes:
                      backwards), and what the configured correction restores, misses and changes in clean text
   satisfaction       with --labels, how well the satisfaction score orders labelled calls, and the previous method
                      on the same calls; both steps timed as the daemon runs them, on a transcript already read
+  summaries          not a speed mode: the daemon's titles, summaries and bullets scored (tools/summaries.py); with
+                     --repeats N, N runs with n_batch halved each time and the range of every figure (their noise)
 """
 
 from __future__ import annotations
 
 import platform
 import tempfile
+from copy import deepcopy
 from dataclasses import asdict
 from importlib.metadata import version
 from pathlib import Path
@@ -45,6 +48,7 @@ from daemon.tools.summaries import read_outbox, read_references, read_sheets, sc
 
 MODES = ("baseline", "baseline-allcores", "enrichd", "enrichd-celery", "llama-server", "limit", "recall", "satisfaction",
          "summaries")
+MIN_N_BATCH = 32  # the smallest batch a repeat of the summaries mode reads its prompts in
 SPEED_MODES = ("baseline", "baseline-allcores", "enrichd", "enrichd-warm", "enrichd-celery", "llama-server")
 
 
@@ -89,7 +93,8 @@ def speed_ratios(results: dict[str, ModeResult]) -> dict[str, float | None]:
 
 def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, modes: list[str], progress: ProgressReport,
               seeds: tuple[int, ...] = (0, 1, 2), injection_rate: float = 0.2, labels: Path | None = None,
-              llama_server: Path | None = None, shapes: list[int] | None = None, keep: Outputs = Outputs()) -> dict[str, Any]:
+              llama_server: Path | None = None, shapes: list[int] | None = None, keep: Outputs = Outputs(),
+              repeats: int = 1) -> dict[str, Any]:
     files = corpus_files(corpus, config)
     if limit:
         files = files[:limit]
@@ -121,7 +126,7 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
         results = run_speed_modes(files, config, model, modes, progress, llama_server, keep=keep)
         report["modes"] = {name: r.figures() for name, r in results.items()}
     if "summaries" in modes:
-        report["summaries"] = run_summaries(files, config, corpus, progress, keep)
+        report["summaries"] = run_summaries(files, config, corpus, progress, keep, repeats)
     if "recall" in modes or "satisfaction" in modes:
         engine = LlamaEngine(model, LlamaSettings.from_config(config.model, len(cpus)))
         if "recall" in modes:
@@ -146,14 +151,41 @@ def run_bench(config: Config, corpus: Path, model: Path, limit: int | None, mode
 
 
 def run_summaries(files: list[Path], config: Config, corpus: Path, progress: ProgressReport,
-                  keep: Outputs = Outputs()) -> dict[str, Any]:
+                  keep: Outputs = Outputs(), repeats: int = 1) -> dict[str, Any]:
     """The daemon's cold pass on the files, its titles, summaries and bullets scored (tools/summaries.py): the fact
     sheets named after the corpus folder (`facts/<name>.yaml`), the corpus' `references.yaml`, structure always;
-    with the metadata stage's seconds, summed over files, of the same pass (`--outputs` keeps the documents)."""
-    with tempfile.TemporaryDirectory(prefix="enrichd-bench-summaries-") as work:
-        result = run_daemon_passes(files, config, Path(work), progress, ("enrichd",), Outputs(keep.outputs))[0]
-        scored = score_outputs(read_outbox(Path(work) / "outbox"), read_sheets(corpus.name), read_references(corpus))
-    return {"wall_seconds": round(result.wall_seconds, 1), "metadata_seconds": result.stage_seconds.get("metadata"),
-            "generated_tokens": result.tokens.generated_tokens, "fields_null": result.fields_null, **scored}
+    with the metadata stage's seconds, summed over files, of the same pass (`--outputs` keeps the documents).
+
+    With `repeats` > 1, the pass runs that many times with `model.n_batch` halved each time (512, 256, 128...):
+    the same tokens read in other batches, so greedy answers differ by floating-point rounding alone. Their range
+    is the noise a method's difference must beat (a change that leaves every answer's meaning alone moved the
+    facts stated on the 31 simsamu calls by 5)."""
+    runs = []
+    for repeat in range(repeats):
+        run_config = deepcopy(config)
+        run_config.model.n_batch = max(MIN_N_BATCH, config.model.n_batch >> repeat)
+        kept = keep.outputs / f"n_batch-{run_config.model.n_batch}" if keep.outputs and repeats > 1 else keep.outputs
+        with tempfile.TemporaryDirectory(prefix="enrichd-bench-summaries-") as work:
+            result = run_daemon_passes(files, run_config, Path(work), progress, ("enrichd",), Outputs(kept))[0]
+            scored = score_outputs(read_outbox(Path(work) / "outbox"), read_sheets(corpus.name), read_references(corpus))
+        runs.append({"n_batch": run_config.model.n_batch, "wall_seconds": round(result.wall_seconds, 1),
+                     "metadata_seconds": result.stage_seconds.get("metadata"),
+                     "generated_tokens": result.tokens.generated_tokens, "fields_null": result.fields_null, **scored})
+    return runs[0] if repeats == 1 else {"runs": runs, "spread": spread(runs)}
+
+
+SPREAD_FIGURES = (("fact_sheets", "caller_right"), ("fact_sheets", "facts_stated"), ("fact_sheets", "contradicting_calls"),
+                  ("structure", "null_summaries"), ("structure", "narrating_bullets"), ("structure", "invented"),
+                  ("rouge", "rougeL"), (None, "fields_null"))
+
+
+def spread(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each quality figure's lowest, mean and highest value over the runs (those the runs report)."""
+    found: dict[str, dict[str, float]] = {}
+    for section, name in SPREAD_FIGURES:
+        values = [(run.get(section) or {}).get(name) if section else run.get(name) for run in runs]
+        if values and all(isinstance(v, (int, float)) for v in values):
+            found[name] = {"min": min(values), "mean": round(sum(values) / len(values), 3), "max": max(values)}
+    return found
 
 
