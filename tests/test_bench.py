@@ -163,8 +163,8 @@ def test_a_bench_stopped_with_sigterm_stops_the_daemon_it_started(tmp_path):
 
 def test_summaries_repeated_with_n_batch_halved_report_each_run_and_the_spread(tmp_path):
     """`--modes summaries --repeats 2`: the same files read with n_batch 512 then 256, each run scored against the fact
-    sheets (the corpus folder is named after them) and kept apart, and the range of each figure; a count below 1,
-    or a tuned split that would fix n_batch, is refused before anything runs."""
+    sheets (the corpus folder is named after them) and kept apart, and the range of each figure; a count below 1, one
+    that would halve n_batch below 32, or a tuned split that would fix n_batch, is refused before anything runs."""
     corpus = tmp_path / "simsamu"
     corpus.mkdir()
     for name in ("dj_2022_msn.srt", "dj_2023_psy.srt"):

@@ -163,7 +163,7 @@ def run_summaries(files: list[Path], config: Config, corpus: Path, progress: Pro
     runs = []
     for repeat in range(repeats):
         run_config = deepcopy(config)
-        run_config.model.n_batch = max(MIN_N_BATCH, config.model.n_batch >> repeat)
+        run_config.model.n_batch = config.model.n_batch >> repeat  # no lower than MIN_N_BATCH: `enrichd bench` checks
         kept = keep.outputs / f"n_batch-{run_config.model.n_batch}" if keep.outputs and repeats > 1 else keep.outputs
         with tempfile.TemporaryDirectory(prefix="enrichd-bench-summaries-") as work:
             result = run_daemon_passes(files, run_config, Path(work), progress, ("enrichd",), Outputs(kept))[0]
