@@ -160,6 +160,7 @@ def run_summaries(files: list[Path], config: Config, corpus: Path, progress: Pro
     the same tokens read in other batches, so greedy answers differ by floating-point rounding alone. Their range
     is the noise a method's difference must beat (a change that leaves every answer's meaning alone moved the
     facts stated on the 31 simsamu calls by 5)."""
+    sheets, references = read_sheets(corpus.name), read_references(corpus)
     runs = []
     for repeat in range(repeats):
         run_config = deepcopy(config)
@@ -167,7 +168,7 @@ def run_summaries(files: list[Path], config: Config, corpus: Path, progress: Pro
         kept = keep.outputs / f"n_batch-{run_config.model.n_batch}" if keep.outputs and repeats > 1 else keep.outputs
         with tempfile.TemporaryDirectory(prefix="enrichd-bench-summaries-") as work:
             result = run_daemon_passes(files, run_config, Path(work), progress, ("enrichd",), Outputs(kept))[0]
-            scored = score_outputs(read_outbox(Path(work) / "outbox"), read_sheets(corpus.name), read_references(corpus))
+            scored = score_outputs(read_outbox(Path(work) / "outbox"), sheets, references)
         runs.append({"n_batch": run_config.model.n_batch, "wall_seconds": round(result.wall_seconds, 1),
                      "metadata_seconds": result.stage_seconds.get("metadata"),
                      "generated_tokens": result.tokens.generated_tokens, "fields_null": result.fields_null, **scored})
